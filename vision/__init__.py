@@ -1,0 +1,36 @@
+"""vision-zoo: a computer-vision model zoo for PyTorch.
+
+One registry of backbones (AlexNet, VGG, ResNet, Inception, EfficientNet, any timm model) and task models, weight
+cards with verified downloads, and fast GPU hot paths.
+
+Example:
+    >>> import vision
+    >>> vision.list_models("resnet*")
+    >>> model = vision.create_model("resnet50", weights=True).eval()
+    >>> backbone = vision.create_backbone("efficientnet_b0", out_indices=(2, 3, 4))
+"""
+
+from vision._api import create_backbone, create_model, get_card, list_models, load_weights
+from vision.backbones._base import FeatureSpec
+from vision.hub.cards import Preprocess, WeightsCard
+from vision.registry import BACKBONES, DATASETS, HEADS, MODELS, NECKS, Registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKBONES",
+    "DATASETS",
+    "HEADS",
+    "MODELS",
+    "NECKS",
+    "FeatureSpec",
+    "Preprocess",
+    "Registry",
+    "WeightsCard",
+    "__version__",
+    "create_backbone",
+    "create_model",
+    "get_card",
+    "list_models",
+    "load_weights",
+]

@@ -1,0 +1,298 @@
+"""The public entry points: ``create_model``, ``create_backbone``, ``list_models``, ``get_card``, ``load_weights``."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from vision.hub.adapt import LoadReport, load_into
+from vision.hub.cards import WeightsCard
+from vision.hub.download import download, load_state_dict_file
+from vision.registry import BACKBONES, MODELS, Entry, UnknownNameError, all_entries, split_name
+
+__all__ = ["create_backbone", "create_model", "get_card", "list_models", "load_weights", "resolve_entry"]
+
+WeightsArg = bool | str | os.PathLike[str] | None
+
+
+def resolve_entry(name: str) -> Entry:
+    """The registry entry behind a model name: ``MODELS`` first, then classification-capable ``BACKBONES``."""
+    from vision.registry import _ensure_builtin
+
+    _ensure_builtin()
+    arch, _ = split_name(name)
+    for registry in (MODELS, BACKBONES):
+        try:
+            entry = registry.get(arch)
+        except UnknownNameError:
+            continue
+        if registry is MODELS or "classification" in entry.tags:
+            return entry
+    names = [e.name for _, e in all_entries()]
+    raise UnknownNameError(MODELS.unknown_message(arch, extra=[n for n in names if n not in MODELS._entries]))
+
+
+def _is_url(value: str) -> bool:
+    return bool(re.match(r"^(https?|file)://", value))
+
+
+def _hash_from_filename(url: str) -> str | None:
+    m = re.search(r"-([0-9a-f]{8,64})\.[A-Za-z]+$", url.split("?", 1)[0])
+    return m[1] if m else None
+
+
+def _resolve_weights(entry: Entry, tag: str | None, weights: WeightsArg) -> tuple[WeightsCard | None, Any]:
+    """Return ``(card, source)``: ``source`` is ``None``, a card, a URL or a local path."""
+    if tag is not None:
+        if weights not in (None, True):
+            raise ValueError(f"name {entry.name}.{tag} already selects weights; do not also pass weights={weights!r}")
+        weights = tag
+    if weights is None or weights is False:
+        return None, None
+    if weights is True:
+        if "self-weights" in entry.tags:
+            return None, True
+        if entry.default_tag is None:
+            raise ValueError(f"{entry.name} has no published weights; pass weights=<path or url>")
+        card = entry.card()
+        return card, card
+    if isinstance(weights, os.PathLike):
+        return None, Path(weights)
+    if isinstance(weights, str):
+        if weights in entry.cards:
+            card = entry.cards[weights]
+            return card, card
+        if "self-weights" in entry.tags and not _is_url(weights) and not os.path.exists(weights):
+            return None, weights  # a timm pretrained tag
+        if _is_url(weights):
+            return None, weights
+        if os.path.exists(weights):
+            return None, Path(weights)
+        known = ", ".join(sorted(entry.cards)) or "none"
+        raise FileNotFoundError(
+            f"weights={weights!r} for {entry.name} is neither a weight tag ({known}), a URL, nor an existing file"
+        )
+    raise TypeError(f"weights must be None, True, a tag, a path or a URL; got {type(weights).__name__}")
+
+
+def _head_prefixes(model: nn.Module) -> tuple[str, ...]:
+    family = getattr(model, "family", None)
+    if family is not None:
+        return tuple(family.classifier)
+    return tuple(getattr(model, "classifier_prefixes", ()))
+
+
+def load_weights(
+    model: nn.Module,
+    weights: str | os.PathLike[str] | WeightsCard,
+    *,
+    strict: bool = True,
+    layout: str = "auto",
+    progress: bool | None = None,
+) -> LoadReport:
+    """Load weights into ``model`` from a card, a URL (downloaded and verified) or a local file.
+
+    Foreign layouts (lukemelas EfficientNet, timm, DDP/``torch.compile`` prefixes) are converted; a classifier of
+    another size is dropped with a warning; other missing/unexpected keys raise (``strict=True``) naming them.
+
+    Example:
+        >>> model = vision.create_model("efficientnet_lite0")
+        >>> vision.load_weights(model, "efficientnet-lite0-57934424.pth")   # lukemelas layout, adapted
+    """
+    source = str(weights)
+    if isinstance(weights, WeightsCard):
+        card = weights
+        path = _packaged_file(card) or download(
+            card.url, sha256=card.sha256, filename=card.cache_name, progress=progress
+        )
+        layout = card.layout if layout == "auto" and card.layout != "native" else layout
+        source = f"{card.url} ({path})"
+    elif isinstance(weights, str) and _is_url(weights):
+        path = download(weights, sha256=_hash_from_filename(weights), progress=progress)
+        source = f"{weights} ({path})"
+    else:
+        path = Path(weights)
+    state = load_state_dict_file(path)
+    return load_into(
+        model,
+        state,
+        layout=layout,
+        strict=strict,
+        head_prefixes=_head_prefixes(model),
+        ignore_prefixes=tuple(f"{p}." for p in getattr(model, "pruned", ())),
+        source=source,
+    )
+
+
+def _packaged_file(card: WeightsCard) -> Path | None:
+    """The copy of the card's file inside an installed package, verified, or ``None`` when not installed."""
+    if not card.package_file:
+        return None
+    import importlib.util
+
+    from vision.hub.download import ChecksumError, sha256_file
+
+    module, _, relative = card.package_file.partition(":")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.is_file():
+        return None
+    if card.sha256 and not sha256_file(path).startswith(card.sha256):
+        raise ChecksumError(f"SHA-256 mismatch for {path} (packaged copy of {card.url}); reinstall {module}")
+    return path
+
+
+def _build(entry: Entry, *, features: bool, card: WeightsCard | None, source: Any, **kwargs: Any) -> nn.Module:
+    if features:
+        kwargs["features"] = True
+    if card is not None:
+        kwargs["card"] = card
+    if source is True or (isinstance(source, str) and "self-weights" in entry.tags and not _is_url(source)):
+        kwargs["pretrained"] = source
+        source = None
+    model = entry.builder(**kwargs)
+    if source is not None and source is not True:
+        load_weights(model, source)
+        if card is None and isinstance(source, Path):
+            _attach_known_card(model, entry, source)
+    return model
+
+
+def _attach_known_card(model: nn.Module, entry: Entry, path: Path) -> None:
+    """A local file that is a published weight file (same SHA-256) brings its card: class names, preprocessing."""
+    if not entry.cards or getattr(model, "card", "absent") is not None:
+        return
+    from vision.hub.download import sha256_file
+
+    digest = sha256_file(path)
+    for card in entry.cards.values():
+        if card.sha256 and digest.startswith(card.sha256):
+            model.card = card
+            if (
+                hasattr(model, "categories")
+                and card.categories
+                and card.num_classes == getattr(model, "num_classes", 0)
+            ):
+                model.categories = list(card.categories)
+            return
+
+
+def create_model(name: str, *, weights: WeightsArg = None, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
+    """Build a registered model by name.
+
+    Args:
+        name: registry name, optionally with a weight tag: ``"resnet50"``, ``"resnet50.tv2_in1k"``,
+            ``"timm/convnext_tiny"``.
+        weights: ``None`` (random init), ``True`` (the default card), a tag, a local path or a URL.
+        num_classes: classifier size; with pretrained weights of another size the classifier is re-initialised.
+        kwargs: builder arguments (see ``vision info NAME``).
+
+    Returns:
+        The model in training mode. Classifiers map ``[B, 3, H, W]`` normalised images to ``[B, num_classes]``
+        logits; ``model.eval_transforms()`` gives the matching preprocessing.
+
+    Example:
+        >>> model = vision.create_model("resnet50", weights=True, num_classes=10)
+    """
+    arch, tag = split_name(name)
+    entry = resolve_entry(arch)
+    card, source = _resolve_weights(entry, tag, weights)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    return _build(entry, features=False, card=card, source=source, **kwargs)
+
+
+def create_backbone(
+    name: str,
+    *,
+    weights: WeightsArg = None,
+    out_indices: tuple[int, ...] | list[int] | None = None,
+    frozen_stages: int = 0,
+    norm: str = "bn",
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a backbone returning named multi-scale features.
+
+    Args:
+        name: backbone name (``"resnet50"``, ``"efficientnet_b0.tv_in1k"``, ``"timm/convnext_tiny"``).
+        weights: as for :func:`create_model`; classification weights load with their head ignored.
+        out_indices: stages to return (default: all); negative indices count from the deepest.
+        frozen_stages: number of leading stages (the stem included in the first) whose parameters are frozen and
+            whose norms stay in eval mode.
+        norm: ``"bn"`` or ``"frozen_bn"`` (every BatchNorm replaced by a frozen one, as detectors do).
+
+    Returns:
+        A module with ``forward(x [B, 3, H, W]) -> dict[str, Tensor]`` and ``specs``, ``channels``, ``strides``,
+        ``size_divisibility``, ``feature_info``, ``card``.
+    """
+    from vision.registry import _ensure_builtin
+
+    _ensure_builtin()
+    arch, tag = split_name(name)
+    entry = BACKBONES.get(arch)
+    if "features" not in entry.tags:
+        raise ValueError(f"{arch} cannot return features; see `vision list` for backbones")
+    card, source = _resolve_weights(entry, tag, weights)
+    return _build(
+        entry,
+        features=True,
+        card=card,
+        source=source,
+        out_indices=out_indices,
+        frozen_stages=frozen_stages,
+        norm=norm,
+        **kwargs,
+    )
+
+
+def get_card(name: str) -> WeightsCard:
+    """The weight card of ``"arch.tag"`` (or the default card of ``"arch"``)."""
+    arch, tag = split_name(name)
+    return resolve_entry(arch).card(tag)
+
+
+def list_models(
+    pattern: str = "*",
+    *,
+    task: str | None = None,
+    pretrained: bool = False,
+    capability: str | None = None,
+) -> list[str]:
+    """Registered model names matching the fnmatch ``pattern``.
+
+    Args:
+        pattern: e.g. ``"resnet*"``; a pattern starting with ``timm/`` lists timm architectures.
+        task: keep models of this task (``"classification"``, ``"detection"``, ``"generation"``).
+        pretrained: list ``arch.tag`` names, one per published weight file, instead of architectures.
+        capability: keep entries with this tag (``"features"``, ``"classification"``, ...).
+    """
+    if pattern.startswith("timm/"):
+        from vision.backbones.timm import list_timm
+
+        if pretrained:
+            import timm
+
+            return sorted("timm/" + n for n in timm.list_models(pattern[5:], pretrained=True))
+        return list_timm(pattern[5:])
+    names: list[str] = []
+    for _, entry in all_entries():
+        if task is not None and entry.task != task:
+            continue
+        if capability is not None and capability not in entry.tags:
+            continue
+        if pretrained:
+            names += [
+                f"{entry.name}.{t}"
+                for t in entry.cards
+                if fnmatch.fnmatchcase(f"{entry.name}.{t}", pattern) or fnmatch.fnmatchcase(entry.name, pattern)
+            ]
+        elif fnmatch.fnmatchcase(entry.name, pattern):
+            names.append(entry.name)
+    return sorted(set(names))

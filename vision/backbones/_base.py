@@ -1,0 +1,241 @@
+"""The backbone contract: a network cut into stages, each declaring the feature map it returns.
+
+A family file describes its network once as a :class:`Family`: which submodules make up each stage, what each stage
+returns (:class:`FeatureSpec`: name, channels, stride), and how the classification head runs. From that one
+description the same underlying torchvision/timm network becomes
+
+- a :class:`FeatureExtractor` (``create_backbone``): ``forward(x) -> dict[str, Tensor]`` keyed by spec name, head
+  modules removed; or
+- an :class:`~vision.models.classifier.ImageClassifier` (``create_model``): ``forward(x) -> logits``.
+
+Both *adopt* the network's submodules under their original names, so their state dicts are the torchvision/timm
+state dicts and published weights load unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vision.hub.cards import WeightsCard
+
+__all__ = ["Family", "FeatureExtractor", "FeatureSpec", "Stage", "freeze_batch_norm", "spec_name"]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """A feature map a backbone returns: ``[B, channels, ~H/stride, ~W/stride]`` under key ``name``."""
+
+    name: str
+    channels: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage: the submodules (dotted paths) run in order, and the feature it produces."""
+
+    spec: FeatureSpec
+    modules: tuple[str, ...]
+
+
+def spec_name(stride: int) -> str:
+    """Conventional name of a feature at a power-of-two stride: ``C{log2(stride)}`` (stride 8 -> ``"C3"``)."""
+    level = round(math.log2(stride))
+    if 2**level != stride:
+        raise ValueError(f"stride {stride} is not a power of two")
+    return f"C{level}"
+
+
+def stages_from(groups: Sequence[Sequence[str]], channels: Sequence[int], strides: Sequence[int]) -> list[Stage]:
+    """Build stages named ``C{log2 stride}`` from parallel lists of module groups, channels and strides."""
+    if not len(groups) == len(channels) == len(strides):
+        raise ValueError("stages_from needs as many module groups as channels and strides")
+    return [Stage(FeatureSpec(spec_name(s), c, s), tuple(g)) for g, c, s in zip(groups, channels, strides)]
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one network family is cut into stages and classified.
+
+    Attributes:
+        stages: ``net -> list[Stage]``, shallow to deep.
+        head_modules: dotted paths used only by the classification head (removed in feature mode).
+        head: ``(module, stage_outputs) -> logits``; ``module`` is the adopting module (it holds the net's
+            submodules under their original names), ``stage_outputs`` every stage's output in order.
+        classifier: key prefixes of the final classification layer (dropped on a ``num_classes`` mismatch).
+        preprocess_input: optional ``(module, x) -> x`` applied before the first stage (Inception's
+            ``transform_input``).
+        attributes: names of non-module attributes of the net that the head or input transform reads.
+    """
+
+    stages: Callable[[nn.Module], list[Stage]]
+    head_modules: tuple[str, ...]
+    head: Callable[[nn.Module, list[Tensor]], Tensor]
+    classifier: tuple[str, ...]
+    preprocess_input: Callable[[nn.Module, Tensor], Tensor] | None = None
+    attributes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _delete_path(root: nn.Module, path: str) -> None:
+    parent_path, _, leaf = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    if isinstance(parent, nn.Sequential) and leaf.isdigit():
+        # keep the other indices (and so the state-dict keys) unchanged
+        parent._modules.pop(leaf)
+    else:
+        delattr(parent, leaf)
+
+
+def freeze_batch_norm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d/SyncBatchNorm (and timm's norm+act variants) by its frozen counterpart.
+
+    Frozen norms use the running statistics in training too and have no trainable parameters; their state-dict keys
+    are those of BatchNorm2d minus ``num_batches_tracked``.
+    """
+    from timm.layers import freeze_batch_norm_2d
+
+    return freeze_batch_norm_2d(module)
+
+
+class _Adopted(nn.Module):
+    """Holds a network's submodules under their original names and runs its stages."""
+
+    family: Family
+    stages: list[Stage]
+
+    def _adopt(self, net: nn.Module, family: Family, drop: Sequence[str]) -> None:
+        for path in drop:
+            _delete_path(net, path)
+        for name, child in net.named_children():
+            self.add_module(name, child)
+        for attr in family.attributes:
+            setattr(self, attr, getattr(net, attr))
+        self.family = family
+
+    def _run_stages(self, x: Tensor, last: int) -> list[Tensor]:
+        if x.dim() != 4:
+            raise ValueError(f"{type(self).__name__} expects images [B, C, H, W], got shape {tuple(x.shape)}")
+        if self.family.preprocess_input is not None:
+            x = self.family.preprocess_input(self, x)
+        outs: list[Tensor] = []
+        for stage in self.stages[: last + 1]:
+            for path in stage.modules:
+                x = self.get_submodule(path)(x)
+            outs.append(x)
+        return outs
+
+
+class FeatureExtractor(_Adopted):
+    """A backbone returning named multi-scale features.
+
+    ``forward(x: [B, 3, H, W] float) -> dict[name, Tensor [B, C_i, ~H/s_i, ~W/s_i]]`` for the selected stages
+    (``out_indices``), shallow to deep. ``feature_info`` lists every stage of the network; ``specs`` the selected
+    ones; ``channels`` and ``strides`` their channels and strides; ``size_divisibility`` the largest selected stride.
+
+    Example:
+        >>> backbone = vision.create_backbone("resnet50", out_indices=(1, 2, 3))
+        >>> feats = backbone(torch.randn(2, 3, 224, 224))
+        >>> {k: tuple(v.shape) for k, v in feats.items()}
+        {'C3': (2, 512, 28, 28), 'C4': (2, 1024, 14, 14), 'C5': (2, 2048, 7, 7)}
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        family: Family,
+        *,
+        out_indices: Sequence[int] | None = None,
+        frozen_stages: int = 0,
+        norm: str = "bn",
+        card: WeightsCard | None = None,
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        all_stages = family.stages(net)
+        n = len(all_stages)
+        if out_indices is None:
+            out_indices = tuple(range(n))
+        out_indices = tuple(int(i) + n if int(i) < 0 else int(i) for i in out_indices)
+        if not out_indices or any(i < 0 or i >= n for i in out_indices) or len(set(out_indices)) != len(out_indices):
+            raise ValueError(
+                f"{name or type(net).__name__}: out_indices must be distinct stage indices in [0, {n}), "
+                f"got {out_indices}; the stages are {[s.spec.name for s in all_stages]}"
+            )
+        if not 0 <= frozen_stages <= n:
+            raise ValueError(f"frozen_stages must be in [0, {n}], got {frozen_stages}")
+        if norm not in ("bn", "frozen_bn"):
+            raise ValueError(f"norm must be 'bn' or 'frozen_bn', got {norm!r}")
+        last = max(out_indices)
+        unused = [p for s in all_stages[last + 1 :] for p in s.modules if p not in _used_paths(all_stages[: last + 1])]
+        self.pruned: tuple[str, ...] = tuple(family.head_modules) + tuple(unused)
+        self._adopt(net, family, self.pruned)
+        self.stages = all_stages[: last + 1]
+        self.feature_info: list[FeatureSpec] = [s.spec for s in all_stages]
+        self.out_indices = tuple(sorted(out_indices))
+        self.card = card
+        self.name = name
+        if norm == "frozen_bn":
+            for child_name, child in list(self.named_children()):
+                setattr(self, child_name, freeze_batch_norm(child))
+        self.frozen_stages = frozen_stages
+        self._freeze(frozen_stages)
+
+    def _freeze(self, k: int) -> None:
+        for stage in self.stages[:k]:
+            for path in stage.modules:
+                for p in self.get_submodule(path).parameters():
+                    p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        super().train(mode)
+        if mode:  # frozen stages keep their batch statistics fixed
+            for stage in self.stages[: self.frozen_stages]:
+                for path in stage.modules:
+                    self.get_submodule(path).eval()
+        return self
+
+    @property
+    def specs(self) -> list[FeatureSpec]:
+        return [self.feature_info[i] for i in self.out_indices]
+
+    @property
+    def channels(self) -> list[int]:
+        return [s.channels for s in self.specs]
+
+    @property
+    def strides(self) -> list[int]:
+        return [s.stride for s in self.specs]
+
+    @property
+    def size_divisibility(self) -> int:
+        return max(self.strides)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        outs = self._run_stages(x, max(self.out_indices))
+        return {self.feature_info[i].name: outs[i] for i in self.out_indices}
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, specs={self.specs}"
+
+
+def _used_paths(stages: Sequence[Stage]) -> set[str]:
+    return {p for s in stages for p in s.modules}
+
+
+def check_image_batch(x: Any, *, channels: int | None = 3) -> Tensor:
+    """Validate an image batch ``[B, C, H, W]`` floating tensor; raise ``ValueError`` naming the problem."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"expected a torch.Tensor of images [B, C, H, W], got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"expected images [B, C, H, W], got shape {tuple(x.shape)}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(f"expected {channels} channels, got shape {tuple(x.shape)}")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"expected floating-point images, got dtype {x.dtype}")
+    return x

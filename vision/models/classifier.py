@@ -1,0 +1,158 @@
+"""Image classification: a registry backbone with its classification head.
+
+``create_model("resnet50", num_classes=10)`` returns an :class:`ImageClassifier`. Its state dict is the torchvision
+(or timm) state dict of the same network, so ``model.load_state_dict(torchvision_model.state_dict())`` works, and its
+logits equal torchvision's for the same weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vision.backbones._base import Family, FeatureSpec, _Adopted
+from vision.hub.cards import Preprocess, WeightsCard
+
+__all__ = ["ImageClassifier", "TimmClassifier", "classification_loss", "eval_transforms"]
+
+
+def eval_transforms(preprocess: Preprocess) -> Callable[[Tensor], Tensor]:
+    """A function mapping an image ``uint8 [3, H, W]`` (or float in [0, 1]) to the normalised model input.
+
+    Resize the shorter side to ``resize_size`` (antialiased), centre-crop to ``input_size``, scale to [0, 1],
+    normalise with ``mean``/``std``. Returns ``float32 [3, h, w]``.
+    """
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    mode = {
+        "nearest": InterpolationMode.NEAREST,
+        "bilinear": InterpolationMode.BILINEAR,
+        "bicubic": InterpolationMode.BICUBIC,
+    }[preprocess.interpolation]
+    mean = torch.tensor(preprocess.mean).view(-1, 1, 1)
+    std = torch.tensor(preprocess.std).view(-1, 1, 1)
+
+    def transform(image: Tensor) -> Tensor:
+        if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] not in (1, 3):
+            shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+            raise ValueError(f"eval transform expects an image tensor [3, H, W], got {shape}")
+        if image.shape[0] == 1:
+            image = image.expand(3, -1, -1)
+        x = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+        if preprocess.crop:
+            x = TF.resize(x, [preprocess.resize_size], interpolation=mode, antialias=True)
+            x = TF.center_crop(x, list(preprocess.input_size))
+        else:
+            x = TF.resize(x, list(preprocess.input_size), interpolation=mode, antialias=True)
+        return (x - mean) / std
+
+    return transform
+
+
+def classification_loss(logits: Tensor, labels: Tensor, *, label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy of ``logits [B, K]`` against integer ``labels [B]``."""
+    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+
+
+class _ClassifierMixin:
+    card: WeightsCard | None
+    categories: list[str] | None
+
+    def eval_transforms(self) -> Callable[[Tensor], Tensor]:
+        """The evaluation preprocessing of the model's card (ImageNet defaults without a card)."""
+        return eval_transforms(self.card.preprocess if self.card is not None else Preprocess())
+
+    def loss(
+        self, batch: Mapping[str, Tensor] | tuple[Tensor, Tensor], *, label_smoothing: float = 0.0
+    ) -> dict[str, Tensor]:
+        """Training loss for a batch ``(images [B,3,H,W], labels [B])`` or ``{"images", "labels"}``."""
+        images, labels = (batch["images"], batch["labels"]) if isinstance(batch, Mapping) else batch
+        logits = self(images)
+        losses = {"cls": classification_loss(logits, labels, label_smoothing=label_smoothing)}
+        aux = getattr(self, "_aux_logits", None)
+        if aux is not None:
+            losses["aux"] = 0.4 * classification_loss(aux, labels, label_smoothing=label_smoothing)
+            self._aux_logits = None
+        return losses
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, *, topk: int = 5) -> list[list[tuple[int, str, float]]]:
+        """Top-k ``(label, name, probability)`` per image of a normalised batch ``[B, 3, H, W]``."""
+        was_training = self.training  # type: ignore[attr-defined]
+        self.eval()  # type: ignore[attr-defined]
+        probs = self(images).float().softmax(-1)  # type: ignore[operator]
+        self.train(was_training)  # type: ignore[attr-defined]
+        k = min(topk, probs.shape[-1])
+        values, indices = probs.topk(k, dim=-1)
+        names = self.categories
+        return [
+            [(int(i), names[int(i)] if names else str(int(i)), float(v)) for v, i in zip(vs, idx)]
+            for vs, idx in zip(values, indices)
+        ]
+
+
+class ImageClassifier(_ClassifierMixin, _Adopted):
+    """A classifier over a staged network: ``forward(x [B, 3, H, W] normalised) -> logits [B, num_classes]``.
+
+    ``forward_features(x)`` returns every stage's feature map by spec name (``feature_info`` declares them), so the
+    same object serves as a classifier and as a feature trunk.
+
+    Example:
+        >>> model = vision.create_model("resnet18.tv_in1k").eval()
+        >>> x = model.eval_transforms()(image_uint8)[None]
+        >>> model.predict(x, topk=3)
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        family: Family,
+        *,
+        num_classes: int,
+        card: WeightsCard | None = None,
+        name: str = "",
+        categories: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.stages = family.stages(net)
+        self._adopt(net, family, ())
+        self.feature_info: list[FeatureSpec] = [s.spec for s in self.stages]
+        self.num_classes = num_classes
+        self.card = card
+        self.name = name
+        self.categories = categories
+        self._aux_logits: Tensor | None = None
+
+    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
+        outs = self._run_stages(x, len(self.stages) - 1)
+        return {s.spec.name: o for s, o in zip(self.stages, outs)}
+
+    def forward(self, x: Tensor) -> Tensor:
+        outs = self._run_stages(x, len(self.stages) - 1)
+        return self.family.head(self, outs)
+
+
+class TimmClassifier(_ClassifierMixin, nn.Module):
+    """A timm model as a classifier; the timm model is the child ``model`` (its keys carry ``model.``)."""
+
+    def __init__(self, model: nn.Module, *, card: WeightsCard | None, name: str, categories: list[str] | None) -> None:
+        super().__init__()
+        self.model = model
+        self.card = card
+        self.name = name
+        self.categories = categories
+        self.num_classes = int(getattr(model, "num_classes", 0))
+        self.feature_info = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"{self.name}: expected images [B, C, H, W], got shape {tuple(x.shape)}")
+        return self.model(x)
+
+    def forward_features(self, x: Tensor) -> Any:
+        return self.model.forward_features(x)

@@ -1,0 +1,290 @@
+"""Strict registries that turn a name into a model, and the public entry points built on them.
+
+Names carry an optional weight tag after a dot: ``resnet50`` is the architecture, ``resnet50.tv_in1k`` the
+architecture with the weights of the card tagged ``tv_in1k``. ``create_model("resnet50.tv_in1k")`` is the same as
+``create_model("resnet50", weights="tv_in1k")``.
+
+Installed packages add models through the entry-point group ``vision.models``: each entry point names a module (or a
+callable) that registers builders when imported (called). Plugins are discovered lazily, the first time a name is
+looked up or models are listed; a plugin that fails to import produces a warning naming it, never a crash.
+
+Example:
+    >>> from vision.registry import MODELS
+    >>> @MODELS.register("my_net", tags={"classification"}, task="classification")
+    ... def my_net(*, num_classes: int = 10) -> nn.Module: ...
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from vision.hub.cards import WeightsCard
+
+__all__ = [
+    "BACKBONES",
+    "DATASETS",
+    "HEADS",
+    "MODELS",
+    "NECKS",
+    "Entry",
+    "Registry",
+    "UnknownNameError",
+    "close_matches",
+    "discover_plugins",
+    "split_name",
+]
+
+ENTRY_POINT_GROUP = "vision.models"
+
+
+class UnknownNameError(KeyError):
+    """An unknown registry name; the message lists close matches."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; show the message as written
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered builder.
+
+    Attributes:
+        name: architecture name (no weight tag).
+        builder: callable returning the module; takes keyword arguments only.
+        cards: weight cards by tag.
+        default_tag: the tag ``weights=True`` selects.
+        tags: capabilities, e.g. ``{"classification", "features"}``.
+        task: ``"classification"``, ``"detection"``, ``"generation"``, ... (``None`` for parts such as necks).
+        source: module that registered it (a plugin's distribution name for plugins).
+    """
+
+    name: str
+    builder: Callable[..., Any]
+    cards: Mapping[str, WeightsCard] = field(default_factory=dict)
+    default_tag: str | None = None
+    tags: frozenset[str] = frozenset()
+    task: str | None = None
+    source: str = ""
+
+    def card(self, tag: str | None = None) -> WeightsCard:
+        """The card for ``tag`` (default card when ``None``); ``KeyError`` naming the known tags otherwise."""
+        tag = tag or self.default_tag
+        if tag is None or tag not in self.cards:
+            known = ", ".join(sorted(self.cards)) or "none"
+            raise UnknownNameError(f"{self.name} has no weights tagged {tag!r}; known tags: {known}")
+        return self.cards[tag]
+
+
+def close_matches(word: str, names: Iterable[str], n: int = 5, cutoff: float = 0.6) -> list[str]:
+    """The ``n`` names most similar to ``word`` (difflib ratio >= ``cutoff``), best first, ties alphabetical."""
+    scored = []
+    for name in set(names):
+        matcher = difflib.SequenceMatcher(None, word, name)
+        if matcher.real_quick_ratio() >= cutoff and matcher.quick_ratio() >= cutoff and matcher.ratio() >= cutoff:
+            scored.append((-matcher.ratio(), name))
+    return [name for _, name in sorted(scored)[:n]]
+
+
+def split_name(name: str) -> tuple[str, str | None]:
+    """``"resnet50.tv_in1k"`` -> ``("resnet50", "tv_in1k")``; ``"resnet50"`` -> ``("resnet50", None)``."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a model name must be a non-empty string, got {name!r}")
+    arch, sep, tag = name.partition(".")
+    return arch, (tag if sep else None)
+
+
+class Registry:
+    """A strict name -> builder table of one kind (``models``, ``backbones``, ``necks``, ``heads``, ``datasets``).
+
+    A duplicate name raises; an unknown name raises :class:`UnknownNameError` listing close matches. A prefix
+    resolver (``register_prefix("timm/", fn)``) builds entries on demand for open-ended families.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+        self._prefixes: dict[str, Callable[[str], Entry | None]] = {}
+
+    def register(
+        self,
+        name: str,
+        *,
+        cards: Mapping[str, WeightsCard] | None = None,
+        default: str | None = None,
+        tags: Iterable[str] = (),
+        task: str | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator registering a builder under ``name``.
+
+        Args:
+            name: architecture name, without a dot (dots separate weight tags).
+            cards: weight cards by tag.
+            default: tag used by ``weights=True`` (default: the first card).
+            tags: capabilities such as ``"classification"`` and ``"features"``.
+            task: the task the built module solves.
+        """
+
+        def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
+            self.add(
+                Entry(
+                    name=name,
+                    builder=builder,
+                    cards=dict(cards or {}),
+                    default_tag=default if default is not None else next(iter(cards or {}), None),
+                    tags=frozenset(tags),
+                    task=task,
+                    source=getattr(builder, "__module__", ""),
+                )
+            )
+            return builder
+
+        return decorator
+
+    def add(self, entry: Entry) -> None:
+        """Register a ready :class:`Entry`."""
+        if "." in entry.name or not entry.name:
+            raise ValueError(f"{self.kind} name {entry.name!r} must be non-empty and contain no '.' (dots tag weights)")
+        if entry.name in self._entries:
+            previous = self._entries[entry.name].source
+            raise ValueError(
+                f"{self.kind} {entry.name!r} is already registered (by {previous}); pick another name or unregister it"
+            )
+        if entry.default_tag is not None and entry.default_tag not in entry.cards:
+            raise ValueError(f"{self.kind} {entry.name!r}: default tag {entry.default_tag!r} has no card")
+        self._entries[entry.name] = entry
+
+    def unregister(self, name: str) -> None:
+        """Remove a name (for tests and plugins that replace a builder deliberately)."""
+        self._entries.pop(name, None)
+
+    def register_prefix(self, prefix: str, resolver: Callable[[str], Entry | None]) -> None:
+        """Resolve names starting with ``prefix`` on demand (``resolver(name) -> Entry | None``)."""
+        self._prefixes[prefix] = resolver
+
+    def prefixes(self) -> tuple[str, ...]:
+        return tuple(self._prefixes)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        try:
+            self.get(name)
+        except UnknownNameError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        discover_plugins()
+        return iter(sorted(self._entries))
+
+    def __len__(self) -> int:
+        discover_plugins()
+        return len(self._entries)
+
+    def entries(self) -> list[Entry]:
+        discover_plugins()
+        return [self._entries[k] for k in sorted(self._entries)]
+
+    def get(self, name: str) -> Entry:
+        """The entry for an architecture name (a weight tag after a dot is ignored)."""
+        arch, _ = split_name(name)
+        entry = self._lookup(arch)
+        if entry is None:
+            discover_plugins()
+            entry = self._lookup(arch)
+        if entry is None:
+            raise UnknownNameError(self.unknown_message(arch))
+        return entry
+
+    def _lookup(self, arch: str) -> Entry | None:
+        if arch in self._entries:
+            return self._entries[arch]
+        for prefix, resolver in self._prefixes.items():
+            if arch.startswith(prefix):
+                entry = resolver(arch)
+                if entry is not None:
+                    return entry
+        return None
+
+    def unknown_message(self, arch: str, extra: Iterable[str] = ()) -> str:
+        names = list(self._entries) + list(extra)
+        close = close_matches(arch, names)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        prefixes = f" Names starting with {', '.join(self._prefixes)} are also accepted." if self._prefixes else ""
+        return (
+            f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} {arch!r}.{hint}{prefixes} "
+            f"`vision list` shows all {len(names)} names."
+        )
+
+    def build(self, name: str, **kwargs: Any) -> Any:
+        """Call the builder of ``name`` with ``kwargs``."""
+        return self.get(name).builder(**kwargs)
+
+    def names(self, pattern: str = "*") -> list[str]:
+        discover_plugins()
+        return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
+
+
+MODELS = Registry("models")
+BACKBONES = Registry("backbones")
+NECKS = Registry("necks")
+HEADS = Registry("heads")
+DATASETS = Registry("datasets")
+
+_plugins_state: dict[str, Any] = {"done": False, "loaded": {}, "failed": {}}
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def discover_plugins(*, force: bool = False) -> dict[str, str]:
+    """Import the ``vision.models`` entry points of installed packages (once), returning ``{name: status}``.
+
+    A plugin that raises is skipped with a ``RuntimeWarning`` naming the entry point, its distribution and the error.
+    """
+    if _plugins_state["done"] and not force:
+        return {**_plugins_state["loaded"], **_plugins_state["failed"]}
+    _plugins_state["done"] = True
+    for ep in _entry_points():
+        label = ep.name
+        dist = getattr(getattr(ep, "dist", None), "name", None)
+        if label in _plugins_state["loaded"] and not force:
+            continue
+        try:
+            obj = ep.load()
+            if callable(obj) and not isinstance(obj, type(importlib)):
+                obj()
+            _plugins_state["loaded"][label] = "ok"
+            _plugins_state["failed"].pop(label, None)
+        except Exception as err:  # a broken third-party package must not break vision
+            _plugins_state["failed"][label] = f"failed: {type(err).__name__}: {err}"
+            warnings.warn(
+                f"vision plugin {label!r} (entry point {ep.value!r}"
+                f"{f' of distribution {dist!r}' if dist else ''}) failed to load and was skipped: "
+                f"{type(err).__name__}: {err}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return {**_plugins_state["loaded"], **_plugins_state["failed"]}
+
+
+def _ensure_builtin() -> None:
+    """Import the built-in families so that they register themselves."""
+    importlib.import_module("vision.backbones")
+    importlib.import_module("vision.models")
+
+
+def all_entries() -> list[tuple[str, Entry]]:
+    """Every model-like entry: ``MODELS`` plus backbones that can classify, as ``(registry kind, entry)``."""
+    _ensure_builtin()
+    out = [("models", e) for e in MODELS.entries()]
+    out += [("backbones", e) for e in BACKBONES.entries() if e.name not in MODELS._entries]
+    return out
