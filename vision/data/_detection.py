@@ -1,0 +1,173 @@
+"""Machinery shared by the detection datasets: per-image records, box sanitising, the sample contract."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from vision.data._bad import BadSampleLog, BadSampleMixin
+from vision.data._io import hwc_to_chw, read_image
+
+__all__ = [
+    "DetectionTransformFn",
+    "FileDetectionDataset",
+    "ImageRecord",
+    "file_problem",
+    "finish_sample",
+    "sanitize_boxes",
+]
+
+#: ``transform(image uint8 [H, W, 3] numpy, target dict of numpy arrays) -> (image, target)``
+DetectionTransformFn = Callable[[np.ndarray, dict[str, Any]], tuple[Any, dict[str, Any]]]
+
+
+@dataclass
+class ImageRecord:
+    """One image of a file-based detection dataset, with its sanitised annotations."""
+
+    file: str
+    image_id: int
+    width: int
+    height: int
+    boxes: np.ndarray  # float32 [N, 4] xyxy pixels, clipped, non-degenerate
+    labels: np.ndarray  # int64 [N]
+    iscrowd: np.ndarray  # uint8 [N]
+    extra: dict[str, Any] = field(default_factory=dict)  # dataset-specific (e.g. COCO annotations for masks)
+
+
+def sanitize_boxes(
+    log: BadSampleLog,
+    file: str,
+    boxes: np.ndarray,
+    width: int | None,
+    height: int | None,
+    names: list[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply the box rules to ``boxes [N, 4]`` xyxy: drop non-finite/degenerate boxes, clip to the image, drop boxes
+    with nothing left. Returns ``(keep bool [N], boxes clipped float32 [N, 4])``; each problem is reported once
+    (``names[i]``, e.g. ``"annotation 17"``, identifies box ``i`` in the report)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    keep = np.ones(len(boxes), bool)
+    out = boxes.copy()
+    for i, b in enumerate(boxes):
+        who = f"{names[i]}: " if names is not None else f"box {i}: "
+        if not np.isfinite(b).all() or b[2] <= b[0] or b[3] <= b[1]:
+            log.add(file, "box_degenerate", f"{who}{b.tolist()}")
+            keep[i] = False
+            continue
+        if width is None or height is None:
+            continue
+        c = np.array([min(max(b[0], 0), width), min(max(b[1], 0), height),
+                      min(max(b[2], 0), width), min(max(b[3], 0), height)], np.float32)  # fmt: skip
+        if c[2] <= c[0] or c[3] <= c[1]:
+            log.add(file, "box_outside", f"{who}{b.tolist()} in a {width}x{height} image")
+            keep[i] = False
+        elif not np.array_equal(c, b):
+            log.add(file, "box_clipped", f"{who}{b.tolist()} -> {c.tolist()}")
+            out[i] = c
+    return keep, out
+
+
+def _as_tensor(value: Any, dtype: torch.dtype) -> Tensor:
+    if isinstance(value, Tensor):
+        return value.to(dtype)
+    return torch.as_tensor(np.ascontiguousarray(value)).to(dtype)
+
+
+def finish_sample(
+    image: np.ndarray, target: dict[str, Any], transform: DetectionTransformFn | None
+) -> tuple[Any, dict[str, Any]]:
+    """Apply ``transform`` (or convert the image to ``uint8 [3, H, W]``) and make the target entries tensors."""
+    if transform is not None:
+        image, target = transform(image, target)
+    else:
+        image = hwc_to_chw(image)
+    out = dict(target)
+    out["boxes"] = _as_tensor(target["boxes"], torch.float32).reshape(-1, 4)
+    out["labels"] = _as_tensor(target["labels"], torch.int64)
+    if "masks" in target:
+        out["masks"] = _as_tensor(target["masks"], torch.uint8)
+    for key in ("iscrowd", "difficult"):
+        if key in target:
+            out[key] = _as_tensor(target[key], torch.uint8)
+    return image, out
+
+
+class FileDetectionDataset(BadSampleMixin, Dataset):
+    """Base of file-based detection datasets: subclasses fill ``self.records`` and may override ``_masks``."""
+
+    records: list[ImageRecord]
+    transform: DetectionTransformFn | None
+    masks: bool = False
+    include_crowd: bool = False
+    flag_key: str = "iscrowd"  # name of the per-box flag kept in ImageRecord.iscrowd ("difficult" for VOC)
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _files(self) -> list[str]:
+        return [r.file for r in self.records]
+
+    num_empty: int = 0  # images without (usable) annotations, kept or dropped
+    drop_empty: bool = False
+
+    def _masks(self, record: ImageRecord, keep: np.ndarray, height: int, width: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def report(self) -> str:
+        """Bad samples (see :mod:`vision.data._bad`) plus the number of images without annotations (not an error:
+        they are kept as background-only images, or dropped with ``drop_empty=True``)."""
+        action = "dropped (drop_empty=True)" if self.drop_empty else "kept with empty targets"
+        return f"{super().report()}\n  images without annotations: {self.num_empty} ({action})"
+
+    @property
+    def image_ids(self) -> list[int]:
+        return [r.image_id for r in self.records]
+
+    def aspect_ratios(self) -> list[float]:
+        """``width / height`` of every image (from the annotations; no image is read)."""
+        return [r.width / r.height if r.height else 1.0 for r in self.records]
+
+    def _load(self, i: int) -> tuple[Any, dict[str, Any]]:
+        record = self.records[i]
+        image = read_image(record.file)
+        h, w = image.shape[:2]
+        boxes, keep = record.boxes, np.ones(len(record.boxes), bool)
+        if (h, w) != (record.height, record.width):  # unknown (0) or wrong size in the annotation: clip now
+            if record.height and record.width:
+                detail = f"annotation {record.width}x{record.height}, image {w}x{h}"
+                self._log.add(record.file, "size_mismatch", detail)
+            keep, boxes = sanitize_boxes(self._log, record.file, boxes, w, h)
+            boxes = boxes[keep]
+        target: dict[str, Any] = {"boxes": boxes, "labels": record.labels[keep], "image_id": record.image_id}
+        if self.include_crowd:
+            target[self.flag_key] = record.iscrowd[keep]
+        for key, value in record.extra.items():
+            if key.startswith("box:"):
+                target[key[4:]] = value[keep]
+        if self.masks:
+            target["masks"] = self._masks(record, keep, h, w)
+        return finish_sample(image, target, self.transform)
+
+    def __getitem__(self, index: int) -> tuple[Tensor | Any, dict[str, Any]]:
+        """``(image uint8 [3, H, W], target)``; see the class docstring for the target and the transform."""
+        return self._load_replacing(index, self._load)
+
+
+def file_problem(path: str) -> str | None:
+    """``"missing_file"``, ``"empty_file"`` or ``None`` for a file that exists and has bytes."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return "missing_file"
+    except OSError:
+        return "missing_file"
+    return "empty_file" if size == 0 else None

@@ -1,0 +1,183 @@
+"""Classification datasets: any folder of class sub-folders, and scikit-learn's 8x8 digits.
+
+Both return ``(image, label)``. Without a transform the image is a ``uint8 [3, H, W]`` RGB tensor. With a
+transform, the transform is called with the decoded image as an ``uint8 [H, W, 3]`` RGB **numpy array** (the layout
+OpenCV and albumentations use, so no conversion is paid) and its return value is the image;
+:func:`vision.data.build_transform` recipes accept that (and also ``uint8 [3, H, W]`` tensors) and return
+``float32 [3, h, w]`` normalised tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from vision.data._bad import BadSampleLog, BadSampleMixin
+from vision.data._io import IMAGE_EXTENSIONS, hwc_to_chw, read_image
+from vision.registry import DATASETS
+
+__all__ = ["Digits", "ImageFolder"]
+
+
+@DATASETS.register("image_folder", tags={"classification"}, task="classification")
+class ImageFolder(BadSampleMixin, Dataset):
+    """Images in class sub-folders: ``root/<class>/**/<image>``.
+
+    Classes are the sorted names of the sub-folders of ``root`` (hidden ones ignored); files are found recursively
+    and sorted, so the sample order is deterministic. An unreadable image (corrupt, truncated, empty) is reported
+    once (a :class:`~vision.data.BadSampleWarning` naming the file and the reason, counted in :attr:`bad_samples`)
+    and replaced by the next readable sample (index + 1, wrapping), so batches stay full and training never sees it.
+
+    Args:
+        root: the folder of class folders.
+        transform: called with ``uint8 [H, W, 3]`` RGB numpy; its result is returned as the image.
+        extensions: file suffixes accepted (case-insensitive).
+
+    Attributes:
+        classes: sorted class names; ``class_to_idx`` maps them to labels.
+        samples: ``(path, label)`` per sample; ``targets``: the labels.
+
+    Example:
+        >>> ds = ImageFolder("data/flowers/train", transform=build_transform("classification_train", size=224))
+        >>> image, label = ds[0]  # float32 [3, 224, 224], int
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        transform: Callable[[np.ndarray], Any] | None = None,
+        extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"ImageFolder root {str(self.root)!r} is not a folder")
+        exts = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+        self.classes = sorted(d.name for d in os.scandir(self.root) if d.is_dir() and not d.name.startswith("."))
+        if not self.classes:
+            raise FileNotFoundError(f"ImageFolder root {str(self.root)!r} has no class sub-folders")
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.samples: list[tuple[str, int]] = []
+        for label, name in enumerate(self.classes):
+            files = []
+            for dirpath, dirnames, filenames in os.walk(self.root / name, followlinks=True):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                files += [os.path.join(dirpath, f) for f in filenames if f.lower().endswith(exts)]
+            self.samples += [(f, label) for f in sorted(files)]
+        if not self.samples:
+            raise FileNotFoundError(f"ImageFolder root {str(self.root)!r} has no images with suffix {exts}")
+        self.targets = [label for _, label in self.samples]
+        self.transform = transform
+        self._log = BadSampleLog(f"ImageFolder({self.root})", len(self.samples))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _files(self) -> list[str]:
+        return [p for p, _ in self.samples]
+
+    def _load(self, i: int) -> tuple[Any, int]:
+        path, label = self.samples[i]
+        image = read_image(path)
+        return (self.transform(image) if self.transform is not None else hwc_to_chw(image)), label
+
+    def __getitem__(self, index: int) -> tuple[Tensor | Any, int]:
+        """``(uint8 [3, H, W] RGB, label)``, or ``(transform(uint8 [H, W, 3] numpy), label)``."""
+        return self._load_replacing(index, self._load)
+
+    def __repr__(self) -> str:
+        return f"ImageFolder(root={str(self.root)!r}, classes={len(self.classes)}, samples={len(self)})"
+
+
+@DATASETS.register("digits", tags={"classification", "generation"}, task="classification")
+class Digits(BadSampleMixin, Dataset):
+    """scikit-learn's handwritten digits (1,797 grey 8x8 images, 16 levels) as small RGB images.
+
+    The split is stratified and deterministic: within each class the samples are shuffled with ``seed`` and the
+    first ``round(n_class * val_fraction)`` go to ``"val"``. Images are upscaled on the fly to ``size`` (bilinear) and
+    the grey level is replicated to 3 channels.
+
+    Args:
+        split: ``"train"``, ``"val"`` or ``"all"``.
+        size: output side in pixels.
+        val_fraction: fraction of each class held out for ``"val"``.
+        seed: seed of the split.
+        transform: called with ``uint8 [size, size, 3]`` numpy; its result is returned as the image.
+
+    Returns (``__getitem__``): ``(uint8 [3, size, size], int label)`` with values in [0, 255].
+
+    Example:
+        >>> train, val = Digits("train", size=32), Digits("val", size=32)
+        >>> len(train), len(val)  # (1438, 359)
+    """
+
+    classes: ClassVar[list[str]] = [str(d) for d in range(10)]
+
+    def __init__(
+        self,
+        split: str = "train",
+        *,
+        size: int = 32,
+        val_fraction: float = 0.2,
+        seed: int = 0,
+        transform: Callable[[np.ndarray], Any] | None = None,
+    ) -> None:
+        if split not in ("train", "val", "all"):
+            raise ValueError(f"Digits split must be 'train', 'val' or 'all', got {split!r}")
+        if not 0.0 <= val_fraction <= 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as err:
+            raise ImportError("Digits needs scikit-learn (it ships the data): pip install scikit-learn") from err
+        bunch = load_digits()
+        images = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)  # (1797, 8, 8)
+        labels = bunch.target.astype(np.int64)
+        rng = np.random.default_rng(seed)
+        val = []
+        for c in range(10):
+            idx = np.flatnonzero(labels == c)
+            idx = idx[rng.permutation(len(idx))]
+            val.append(idx[: round(len(idx) * val_fraction)])
+        val_idx = np.sort(np.concatenate(val))
+        if split == "val":
+            keep = val_idx
+        elif split == "train":
+            keep = np.setdiff1d(np.arange(len(labels)), val_idx)
+        else:
+            keep = np.arange(len(labels))
+        self.split, self.size, self.transform = split, int(size), transform
+        self.indices = keep  # positions in load_digits()
+        self._images = images[keep]
+        self.targets = labels[keep].tolist()
+        self._log = BadSampleLog(f"Digits({split})", len(keep))
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def _files(self) -> list[str]:
+        return [f"digits[{i}]" for i in self.indices]
+
+    def image(self, index: int) -> np.ndarray:
+        """The upscaled ``uint8 [size, size, 3]`` image of sample ``index``."""
+        small = self._images[index]
+        big = small if self.size == 8 else cv2.resize(small, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        return np.repeat(big[:, :, None], 3, axis=2)
+
+    def __getitem__(self, index: int) -> tuple[Tensor | Any, int]:
+        """``(uint8 [3, size, size], label)``, or ``(transform(uint8 [size, size, 3] numpy), label)``."""
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} samples")
+        image = self.image(index % n)
+        return (self.transform(image) if self.transform is not None else hwc_to_chw(image)), self.targets[index]
+
+    def __repr__(self) -> str:
+        return f"Digits(split={self.split!r}, size={self.size}, samples={len(self)})"
