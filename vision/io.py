@@ -1,7 +1,7 @@
 """Reading images and expanding ``source=`` arguments (a file, a folder, a glob) into files.
 
 Images are decoded with OpenCV (libjpeg-turbo) into ``uint8 [3, H, W]`` RGB tensors. Any file that cannot be
-decoded raises :class:`ImageReadError` naming the file and the reason.
+decoded raises :class:`ImageReadError` (an ``OSError``) naming the file and the reason.
 """
 
 from __future__ import annotations
@@ -10,38 +10,23 @@ import glob
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from vision.data._io import IMAGE_EXTENSIONS, ImageReadError, hwc_to_chw
+from vision.data._io import read_image as _read_hwc
 
 __all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "ImageReadError", "expand_source", "read_image", "write_image"]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
-class ImageReadError(ValueError):
-    """An image file could not be read or decoded."""
-
-
 def read_image(path: str | os.PathLike[str]) -> torch.Tensor:
-    """Decode an image file into ``uint8 [3, H, W]`` RGB (grey and RGBA are converted).
+    """Decode an image file into ``uint8 [3, H, W]`` RGB (grey and RGBA are converted, EXIF rotation ignored).
 
     Raises:
         ImageReadError: the file is missing, empty, truncated or not an image; the message names the file.
     """
-    import cv2
-
-    p = Path(path)
-    if not p.is_file():
-        raise ImageReadError(f"image not found: {p}")
-    data = np.fromfile(p, dtype=np.uint8)
-    if data.size == 0:
-        raise ImageReadError(f"image file is empty: {p}")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ImageReadError(f"cannot decode image {p} (corrupt, truncated or not an image)")
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    return hwc_to_chw(_read_hwc(path))
 
 
 def write_image(path: str | os.PathLike[str], image: torch.Tensor) -> Path:

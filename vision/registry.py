@@ -280,6 +280,7 @@ def _ensure_builtin() -> None:
     """Import the built-in families so that they register themselves."""
     importlib.import_module("vision.backbones")
     importlib.import_module("vision.models")
+    importlib.import_module("vision.data")
 
 
 def all_entries() -> list[tuple[str, Entry]]:

@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args["source"] and task != "generation":
             raise ArgumentError("source= is required (an image, a folder or a glob)")
         out_dir = fn(args)
-    except (ArgumentError, FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+    except (ArgumentError, OSError, ValueError, KeyError, RuntimeError) as err:
         fail(str(err))
     print(f"results saved to {out_dir}")
     return 0

@@ -1,0 +1,115 @@
+"""The task contract: a task supplies data, the model, evaluation and plots; the :class:`Trainer` owns the loop.
+
+Each task registers itself with :func:`register_task` and declares the extra ``key=value`` keys it accepts
+(``Task.defaults``) on top of the keys every task shares (:data:`vision.engine.config.COMMON_DEFAULTS`).
+
+The model's side of the contract:
+
+- ``model.loss(batch) -> dict[str, Tensor]``: scalar losses, summed for the backward pass; or, for models that run
+  several optimisers (GANs),
+- ``model.configure_optimizers(args) -> dict[str, Optimizer]`` and
+  ``model.train_step(batch, optimizers, *, step, autocast) -> dict[str, float]`` (the model steps its optimisers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["TASKS", "Task", "get_task", "move_to", "register_task"]
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a task available to ``tools/train.py`` under ``cls.name``."""
+    if cls.name in TASKS and TASKS[cls.name] is not cls:
+        raise ValueError(f"task {cls.name!r} is already registered by {TASKS[cls.name].__module__}")
+    TASKS[cls.name] = cls
+    return cls
+
+
+def get_task(name: str) -> type[Task]:
+    import vision.engine.classification
+    import vision.models  # noqa: F401  (task models register their tasks)
+    from vision.registry import close_matches
+
+    if name not in TASKS:
+        hint = close_matches(name, TASKS)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ValueError(f"unknown task {name!r}{suggestion}; known: {', '.join(sorted(TASKS))}")
+    return TASKS[name]
+
+
+def move_to(obj: Any, device: torch.device, *, non_blocking: bool = True) -> Any:
+    """Move tensors inside nested lists/tuples/dicts to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=non_blocking)
+    if isinstance(obj, Mapping):
+        return {k: move_to(v, device, non_blocking=non_blocking) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        moved = [move_to(v, device, non_blocking=non_blocking) for v in obj]
+        return type(obj)(moved) if isinstance(obj, tuple) and not hasattr(obj, "_fields") else moved
+    return obj
+
+
+class Task:
+    """Base class of a training task.
+
+    Attributes:
+        name: the task's name (``args["task"]``).
+        main_metric: the validation metric that picks ``best`` (a key of :meth:`evaluate`'s result).
+        maximize: whether a larger ``main_metric`` is better.
+        defaults: extra ``key=value`` keys of this task with their defaults.
+    """
+
+    name: ClassVar[str] = "base"
+    main_metric: ClassVar[str] = "loss"
+    maximize: ClassVar[bool] = False
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, args: dict[str, Any]) -> None:
+        self.args = args
+
+    # ----------------------------------------------------------------------------------------------- data and model
+    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        """``(train, val)`` datasets (``val`` may be ``None``)."""
+        raise NotImplementedError
+
+    def collate_fn(self) -> Callable[[list[Any]], Any] | None:
+        """The DataLoader collate function (``None``: PyTorch's default)."""
+        return None
+
+    def build_model(self) -> nn.Module:
+        """The model, with pretrained weights loaded as ``args["weights"]`` asks."""
+        raise NotImplementedError
+
+    def prepare_batch(self, batch: Any, device: torch.device, *, train: bool) -> Any:
+        """Move a collated batch to ``device`` and finish it there (GPU augmentation, normalisation ...)."""
+        return move_to(batch, device)
+
+    # ----------------------------------------------------------------------------------------------- evaluation
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, *, autocast: Any) -> dict[str, Any]:
+        """Validation metrics, reduced over all ranks (every rank returns the same dict)."""
+        raise NotImplementedError
+
+    def scalar_metrics(self, metrics: Mapping[str, Any]) -> dict[str, float]:
+        """The numbers of :meth:`evaluate`'s result that go to ``metrics.csv``."""
+        return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+
+    # ----------------------------------------------------------------------------------------------- outputs
+    def metadata(self) -> dict[str, Any]:
+        """Stored in the weights file's header (class names, preprocessing) for inference."""
+        return {}
+
+    def on_epoch_end(self, run_dir: Path, epoch: int, metrics: Mapping[str, Any], model: nn.Module) -> None:
+        """Rank 0 only: task-specific artefacts (confusion matrix, sample predictions)."""
+
+    def inference_hint(self, run_dir: Path) -> str:
+        """The command that runs inference with the trained weights."""
+        return f"python tools/infer.py weights={run_dir / 'weights' / 'best.safetensors'} source=<images>"

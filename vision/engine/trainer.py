@@ -1,0 +1,489 @@
+"""The training loop shared by every task.
+
+:class:`Trainer` owns: device and DDP setup, seeds and deterministic mode, the data loaders (reproducible order and
+augmentation, see :mod:`vision.engine.sampler`), mixed precision (bf16 autocast on CUDA; fp16 with a grad scaler on
+request), channels_last, gradient accumulation and clipping, EMA, per-iteration warmup + cosine/step schedules,
+layer freezing, the non-finite-loss guard, validation, ``last``/``best`` checkpoints written atomically, exact
+resume, ``metrics.csv``, TensorBoard, plots, a live progress bar and an end-of-epoch table. Only rank 0 prints and
+writes.
+
+Example:
+    >>> from vision.engine import Trainer
+    >>> from vision.engine.config import resolve_args
+    >>> run_dir = Trainer(resolve_args(["recipe=resnet18_digits", "epochs=2"])).fit()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from vision.cli.common import increment_dir, pick_device, save_yaml
+from vision.engine import distributed as D
+from vision.engine.checkpoint import (
+    atomic_torch_save,
+    capture_rng,
+    find_resume_state,
+    load_resume_state,
+    restore_rng,
+    save_weights,
+)
+from vision.engine.optim import build_optimizer, build_scheduler
+from vision.engine.reporting import MetricsLogger, format_table, plot_curves
+from vision.engine.sampler import EpochSampler, SeededDataset
+from vision.engine.task import Task, get_task
+
+__all__ = ["NonFiniteLossError", "Trainer"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the epoch and iteration."""
+
+
+class _LossModule(nn.Module):
+    """Routes ``forward`` to ``model.loss`` so DDP's forward hooks see the loss computation."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        return self.model.loss(batch)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Train ``args["model"]`` on ``args["data"]`` for the task ``args["task"]``.
+
+    Args:
+        args: the resolved arguments (:func:`vision.engine.config.resolve_args`).
+        task: an already built task (default: built from ``args["task"]``).
+    """
+
+    def __init__(self, args: dict[str, Any], *, task: Task | None = None) -> None:
+        self.args = copy.deepcopy(args)
+        self.task = task or get_task(self.args["task"])(self.args)
+        self.task.args = self.args
+        self.run_dir: Path | None = None
+        self.resume_state: dict[str, Any] | None = None
+        if self.args.get("resume"):
+            self._prepare_resume(str(self.args["resume"]))
+
+    # ------------------------------------------------------------------------------------------------ set-up
+    def _prepare_resume(self, target: str) -> None:
+        path = find_resume_state(target)
+        self.resume_state = load_resume_state(path)
+        self.run_dir = path.parent.parent if path.parent.name == "weights" else path.parent
+
+    def _setup_device(self) -> None:
+        device = pick_device(self.args["device"])
+        self.dist, self.device = D.setup(device)
+        self.is_main = self.dist.is_main
+        cuda = self.device.type == "cuda"
+        amp = str(self.args["amp"]).lower()
+        if amp == "auto":
+            amp = "bf16" if cuda else "off"
+        if amp not in ("off", "false", "bf16", "fp16"):
+            raise ValueError(f"amp={self.args['amp']!r} is not one of auto, off, bf16, fp16")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        cl = self.args["channels_last"]
+        self.channels_last = cuda if cl == "auto" else bool(cl)
+        if self.args["deterministic"]:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif cuda:
+            torch.backends.cudnn.benchmark = True
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _build_loaders(self) -> None:
+        train_ds, val_ds = self.task.build_datasets()
+        seed = int(self.args["seed"])
+        fraction = float(self.args["fraction"])
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction={fraction} must be in (0, 1]")
+        if fraction < 1.0:  # a deterministic subset of the training set (quick experiments, tests)
+            keep = np.random.default_rng(seed).permutation(len(train_ds))[: max(1, int(len(train_ds) * fraction))]
+            train_ds = torch.utils.data.Subset(train_ds, sorted(keep.tolist()))
+        self.train_set = SeededDataset(train_ds, seed=seed)
+        batch = int(self.args["batch"])
+        world = self.dist.world_size
+        if batch % world:
+            raise ValueError(f"batch={batch} (global) is not divisible by the {world} processes")
+        self.local_batch = batch // world
+        self.sampler = EpochSampler(
+            len(self.train_set),
+            shuffle=True,
+            seed=seed,
+            rank=self.dist.rank,
+            world_size=world,
+            batch_size=self.local_batch,
+            drop_last=True,
+        )
+        workers = int(self.args["workers"])
+        common = {
+            "num_workers": workers,
+            "collate_fn": self.task.collate_fn(),
+            "pin_memory": self.device.type == "cuda",
+        }
+        self.train_loader = DataLoader(
+            self.train_set, batch_size=self.local_batch, sampler=self.sampler, drop_last=True, **common
+        )
+        self.val_loader = None
+        if val_ds is not None and len(val_ds) > 0:
+            indices = list(range(self.dist.rank, len(val_ds), world))
+            self.val_loader = DataLoader(
+                torch.utils.data.Subset(val_ds, indices), batch_size=self.local_batch, shuffle=False, **common
+            )
+
+    def _freeze(self, model: nn.Module) -> None:
+        freeze = self.args.get("freeze") or 0
+        if isinstance(freeze, int):
+            if freeze <= 0:
+                return
+            stages = getattr(model, "stages", None)
+            if not stages:
+                raise ValueError(f"freeze={freeze}: {type(model).__name__} has no stages; name modules instead")
+            prefixes = [p for s in stages[:freeze] for p in s.modules]
+        else:
+            prefixes = [freeze] if isinstance(freeze, str) else list(freeze)
+        names = dict(model.named_parameters())
+        hit = 0
+        for name, p in names.items():
+            if any(name == f or name.startswith(f + ".") for f in prefixes):
+                p.requires_grad_(False)
+                hit += 1
+        if hit == 0:
+            raise ValueError(f"freeze={freeze!r} matched no parameter of {type(model).__name__}")
+
+    def _build_model(self) -> None:
+        model = self.task.build_model()
+        self._freeze(model)
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if self.args["sync_bn"] and self.dist.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.manual = hasattr(model, "train_step") and hasattr(model, "configure_optimizers")
+        steps_per_epoch = max(1, self.sampler.batches_per_epoch() // int(self.args["accumulate"]))
+        self.steps_per_epoch = steps_per_epoch
+        total = steps_per_epoch * int(self.args["epochs"])
+        sched = {
+            "total_steps": total,
+            "warmup_steps": round(float(self.args["warmup_epochs"]) * steps_per_epoch),
+            "schedule": self.args["schedule"],
+            "min_lr_ratio": float(self.args["min_lr_ratio"]),
+        }
+        if self.manual:
+            self.optimizers = dict(model.configure_optimizers(self.args))
+        else:
+            self.optimizers = {
+                "main": build_optimizer(
+                    model,
+                    name=self.args["optimizer"],
+                    lr=float(self.args["lr"]),
+                    momentum=float(self.args["momentum"]),
+                    weight_decay=float(self.args["weight_decay"]),
+                )
+            }
+        self.schedulers = {k: build_scheduler(opt, **sched) for k, opt in self.optimizers.items()}
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.ema = None
+        if self.args["ema"]:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(model, decay=float(self.args["ema_decay"]), use_warmup=True)
+        self.ddp_model: nn.Module | None = None
+        if not self.manual:
+            wrapped = _LossModule(model)
+            if self.dist.enabled:
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
+            if self.args["compile"]:
+                wrapped = torch.compile(wrapped)
+            self.ddp_model = wrapped
+
+    def eval_model(self) -> nn.Module:
+        """The model to evaluate and save: the EMA copy when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def _state(self, epoch: int, batch_in_epoch: int) -> dict[str, Any]:
+        return {
+            "format": "vision-zoo/train-state/1",
+            "args": self.args,
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng(),
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "skipped_steps": self.skipped_steps,
+        }
+
+    def _meta(self, epoch: int) -> dict[str, Any]:
+        return {
+            "model": self.args["model"],
+            "model_kwargs": self.args["model_kwargs"],
+            "task": self.args["task"],
+            "epoch": epoch,
+            **self.task.metadata(),
+        }
+
+    def _save(self, epoch: int, batch_in_epoch: int, *, best: bool) -> None:
+        if not self.is_main:
+            return
+        folder = self.run_dir / "weights"
+        folder.mkdir(parents=True, exist_ok=True)
+        weights = self.eval_model().state_dict()
+        save_weights(folder / "last.safetensors", weights, self._meta(epoch))
+        atomic_torch_save(self._state(epoch, batch_in_epoch), folder / "last.state.pt")
+        if best:
+            save_weights(folder / "best.safetensors", weights, self._meta(epoch))
+
+    def _restore(self, state: dict[str, Any]) -> tuple[int, int]:
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.module.load_state_dict(state["ema"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(state["schedulers"][k])
+        self.scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"])
+        self.step = int(state["step"])
+        self.best = state["best"]
+        self.best_epoch = int(state["best_epoch"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        return int(state["epoch"]), int(state["batch_in_epoch"])
+
+    # ------------------------------------------------------------------------------------------------ the loop
+    def _print(self, *parts: Any) -> None:
+        if self.is_main:
+            print(*parts, flush=True)
+
+    def _check_finite(self, loss: torch.Tensor, losses: dict[str, torch.Tensor], epoch: int, i: int) -> bool:
+        value = D.reduce_mean(loss.detach().float())
+        if torch.isfinite(value).item():
+            return True
+        detail = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+        where = f"epoch {epoch + 1}, iteration {i + 1} (global step {self.step + 1})"
+        if self.args["nan_policy"] == "skip":
+            self.skipped_steps += 1
+            self._print(f"warning: non-finite loss at {where} ({detail}); step skipped")
+            return False
+        raise NonFiniteLossError(
+            f"loss is {float(value)} at {where} ({detail}); the run stops. The last good checkpoint is "
+            f"{self.run_dir / 'weights' / 'last.state.pt'} (resume=... to continue, nan_policy=skip to skip such steps)"
+        )
+
+    def _optimizer_step(self) -> None:
+        opt = self.optimizers["main"]
+        clip = float(self.args["clip_grad"])
+        if clip > 0:
+            self.scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.scaler.step(opt)
+        self.scaler.update()
+        opt.zero_grad(set_to_none=True)
+        self.schedulers["main"].step()
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.step)
+
+    def _train_epoch(self, epoch: int, start_batch: int) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        self.model.train()
+        self.sampler.set_epoch(epoch, start_batch=start_batch)
+        self.train_set.set_epoch(epoch)
+        accumulate = int(self.args["accumulate"])
+        total_batches = self.sampler.batches_per_epoch()
+        sums: dict[str, float] = {}
+        count = 0
+        bar = tqdm(
+            self.train_loader,
+            total=total_batches,
+            initial=start_batch,
+            disable=not self.is_main,
+            desc=f"epoch {epoch + 1}/{self.args['epochs']}",
+            mininterval=0.5 if sys.stderr.isatty() else 30,
+            dynamic_ncols=True,
+            leave=False,
+        )
+        save_period = int(self.args["save_period"])
+        opt = self.optimizers.get("main")
+        for i, batch in enumerate(bar, start=start_batch):
+            batch = self.task.prepare_batch(batch, self.device, train=True)
+            if self.manual:
+                logs = self.model.train_step(batch, self.optimizers, step=self.step, autocast=self.autocast)
+                for s in self.schedulers.values():
+                    s.step()
+                self.step += 1
+                if self.ema is not None:
+                    self.ema.update(self.model, step=self.step)
+                values = {k: float(v) for k, v in logs.items()}
+                if not all(math.isfinite(v) for v in values.values()):
+                    self._check_finite(
+                        torch.tensor(float("nan")), {k: torch.tensor(v) for k, v in values.items()}, epoch, i
+                    )
+            else:
+                last_micro = (i + 1) % accumulate == 0 or i + 1 == total_batches
+                sync = contextlib.nullcontext() if last_micro or not self.dist.enabled else self.ddp_model.no_sync()
+                with sync:
+                    with self.autocast():
+                        losses = self.ddp_model(batch)
+                    loss = sum(losses.values())
+                    self.scaler.scale(loss / accumulate).backward()
+                # checked after the backward pass is queued, so the host waits for the GPU only once per step
+                if not self._check_finite(loss, losses, epoch, i):
+                    opt.zero_grad(set_to_none=True)
+                    continue
+                if last_micro:
+                    self._optimizer_step()
+                values = {k: v.detach() for k, v in losses.items()}
+                values["loss"] = loss.detach()
+            count += 1
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if self.is_main and (i % 10 == 0 or i + 1 == total_batches):  # reading the sums syncs: not every step
+                post = {k: f"{float(v) / count:.4g}" for k, v in sums.items()}
+                lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
+                post["lr"] = f"{lr:.3g}"
+                if self.device.type == "cuda":
+                    post["mem"] = f"{torch.cuda.max_memory_allocated(self.device) / 2**30:.1f}G"
+                bar.set_postfix(post, refresh=False)
+            if save_period and self.step % save_period == 0 and (i + 1) % accumulate == 0 and i + 1 < total_batches:
+                self._save(epoch, i + 1, best=False)
+        bar.close()
+        means = {f"train_{k}" if k != "loss" else "train_loss": float(v) / max(1, count) for k, v in sums.items()}
+        return means
+
+    def _validate(self) -> dict[str, Any]:
+        if self.val_loader is None:
+            return {}
+        return self.task.evaluate(self.eval_model(), self.val_loader, self.device, autocast=self.autocast)
+
+    def _is_better(self, value: float | None) -> bool:
+        if value is None or not math.isfinite(value):
+            return self.best is None
+        if self.best is None:
+            return True
+        return value > self.best if self.task.maximize else value < self.best
+
+    def fit(self) -> Path:
+        """Train; returns the run folder. The last line printed names it."""
+        self._setup_device()
+        if self.resume_state is None:
+            _seed_everything(int(self.args["seed"]))
+        try:
+            return self._fit()
+        finally:
+            D.cleanup()
+
+    def _make_run_dir(self) -> None:
+        if self.run_dir is None:
+            root = Path(self.args["project"]) / self.args["task"]
+            if self.is_main:
+                self.run_dir = increment_dir(root, self.args["name"], exist_ok=bool(self.args["exist_ok"]))
+            names = D.all_gather_objects(str(self.run_dir) if self.is_main else None)
+            self.run_dir = Path(names[0])
+        if self.is_main:
+            save_yaml(self.run_dir / "args.yaml", self.args)
+
+    def _fit(self) -> Path:
+        self._make_run_dir()
+        self._build_loaders()
+        self._build_model()
+        self.step, self.best, self.best_epoch, self.skipped_steps = 0, None, -1, 0
+        start_epoch, start_batch = 0, 0
+        if self.resume_state is not None:
+            start_epoch, start_batch = self._restore(self.resume_state)
+            self._print(f"resuming {self.run_dir} at epoch {start_epoch + 1}, batch {start_batch}")
+        logger = MetricsLogger(self.run_dir, tensorboard=bool(self.args["tensorboard"])) if self.is_main else None
+        if logger is not None and self.resume_state is not None:
+            logger.truncate(start_epoch)
+        epochs = int(self.args["epochs"])
+        self._print(
+            f"training {self.args['model']} ({self.args['task']}) on {self.args['data'] or 'built-in data'}: "
+            f"{len(self.train_set)} images, {epochs} epochs, batch {self.args['batch']}, "
+            f"device {self.device}{f' x{self.dist.world_size}' if self.dist.enabled else ''}, "
+            f"amp {self.amp_dtype or 'off'} -> {self.run_dir}"
+        )
+        for epoch in range(start_epoch, epochs):
+            t0 = time.perf_counter()
+            train_stats = self._train_epoch(epoch, start_batch)
+            start_batch = 0
+            metrics: dict[str, Any] = {}
+            if (epoch + 1) % int(self.args["val_period"]) == 0 or epoch + 1 == epochs:
+                metrics = self._validate()
+            scalars = self.task.scalar_metrics(metrics)
+            main = scalars.get(self.task.main_metric)
+            better = bool(metrics) and self._is_better(main)
+            if better:
+                self.best, self.best_epoch = main, epoch
+            lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
+            row = {"epoch": epoch + 1, "lr": lr, **train_stats, **scalars, "time": time.perf_counter() - t0}
+            if self.is_main:  # the row first: a kill before the save repeats the epoch and rewrites the row
+                logger.log(row)
+                self._print(format_table(row))
+                if self.args["plots"]:
+                    plot_curves(self.run_dir / "metrics.csv", self.run_dir)
+                self.task.on_epoch_end(self.run_dir, epoch + 1, metrics, self.eval_model())
+            self._save(epoch + 1, 0, best=better)
+        if logger is not None:
+            logger.close()
+        self._finish()
+        return self.run_dir
+
+    def _finish(self) -> None:
+        metric = self.task.main_metric
+        if self.best is not None:
+            self._print(f"best {metric} {self.best:.4f} at epoch {self.best_epoch + 1}")
+        expected = self.args.get("expected") or {}
+        if expected and self.best is not None and metric in expected:
+            target = float(expected[metric])
+            ok = self.best >= target if self.task.maximize else self.best <= target
+            self._print(
+                f"recipe expects {metric} {'>=' if self.task.maximize else '<='} {target}: "
+                f"{'reached' if ok else 'NOT reached'}"
+            )
+        if self.skipped_steps:
+            self._print(f"{self.skipped_steps} step(s) skipped for non-finite losses")
+        self._print(f"inference: {self.task.inference_hint(self.run_dir)}")
+        self._print(f"run saved to {self.run_dir}")
+
+
+def train(argv: list[str] | None = None, **overrides: Any) -> Path:
+    """Python entry point: ``train(["recipe=resnet18_digits"], epochs=3)`` -> run folder."""
+    from vision.engine.config import resolve_args
+
+    args = list(argv or []) + [f"{k}={v}" for k, v in overrides.items()]
+    return Trainer(resolve_args(args)).fit()
