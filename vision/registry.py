@@ -279,6 +279,8 @@ def discover_plugins(*, force: bool = False) -> dict[str, str]:
 def _ensure_builtin() -> None:
     """Import the built-in families so that they register themselves."""
     importlib.import_module("vision.backbones")
+    importlib.import_module("vision.necks")
+    importlib.import_module("vision.heads")
     importlib.import_module("vision.models")
     importlib.import_module("vision.data")
 

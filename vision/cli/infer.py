@@ -22,7 +22,7 @@ import torch
 from vision.cli.args import ArgumentError, parse_overrides
 from vision.cli.common import fail, increment_dir, pick_device
 
-__all__ = ["COMMON_KEYS", "main", "register_task"]
+__all__ = ["COMMON_KEYS", "main", "register_inference"]
 
 COMMON_KEYS: dict[str, Any] = {
     "model": "",
@@ -38,7 +38,7 @@ COMMON_KEYS: dict[str, Any] = {
 _TASKS: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], Path]]] = {}
 
 
-def register_task(task: str, keys: dict[str, Any]) -> Callable[[Callable[[dict[str, Any]], Path]], Any]:
+def register_inference(task: str, keys: dict[str, Any]) -> Callable[[Callable[[dict[str, Any]], Path]], Any]:
     """Register the inference routine of a task and the extra keys it accepts."""
 
     def decorator(fn: Callable[[dict[str, Any]], Path]) -> Callable[[dict[str, Any]], Path]:
@@ -82,7 +82,7 @@ def _run_dir(weights: str) -> Path | None:
     return None
 
 
-@register_task("classification", {})
+@register_inference("classification", {})
 def infer_classification(args: dict[str, Any]) -> Path:
     """Top-k classes for each image; prints them and writes ``predictions.json``."""
     from vision.io import expand_source, read_image

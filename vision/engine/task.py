@@ -5,8 +5,9 @@ Each task registers itself with :func:`register_task` and declares the extra ``k
 
 The model's side of the contract:
 
-- ``model.loss(batch) -> dict[str, Tensor]``: scalar losses, summed for the backward pass; or, for models that run
-  several optimisers (GANs),
+- ``model.loss(batch) -> dict[str, Tensor]``: scalar losses, summed for the backward pass (a task may call the model
+  differently by overriding :meth:`Task.compute_loss`, e.g. ``model.loss(images, targets)``); or, for models that
+  run several optimisers (GANs),
 - ``model.configure_optimizers(args) -> dict[str, Optimizer]`` and
   ``model.train_step(batch, optimizers, *, step, autocast) -> dict[str, float]`` (the model steps its optimisers).
 """
@@ -92,6 +93,10 @@ class Task:
     def prepare_batch(self, batch: Any, device: torch.device, *, train: bool) -> Any:
         """Move a collated batch to ``device`` and finish it there (GPU augmentation, normalisation ...)."""
         return move_to(batch, device)
+
+    def compute_loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        """The training losses of one prepared batch (default: ``model.loss(batch)``)."""
+        return model.loss(batch)
 
     # ----------------------------------------------------------------------------------------------- evaluation
     def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, *, autocast: Any) -> dict[str, Any]:

@@ -53,14 +53,15 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class _LossModule(nn.Module):
-    """Routes ``forward`` to ``model.loss`` so DDP's forward hooks see the loss computation."""
+    """Routes ``forward`` to the task's loss so DDP's forward hooks see the loss computation."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, task: Task) -> None:
         super().__init__()
         self.model = model
+        self._compute = task.compute_loss
 
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
-        return self.model.loss(batch)
+        return self._compute(self.model, batch)
 
 
 def _seed_everything(seed: int) -> None:
@@ -217,7 +218,7 @@ class Trainer:
             self.ema = ModelEmaV3(model, decay=float(self.args["ema_decay"]), use_warmup=True)
         self.ddp_model: nn.Module | None = None
         if not self.manual:
-            wrapped = _LossModule(model)
+            wrapped = _LossModule(model, self.task)
             if self.dist.enabled:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
