@@ -112,6 +112,13 @@ class Task:
         """Stored in the weights file's header (class names, preprocessing) for inference."""
         return {}
 
+    def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
+        """Every rank, before epoch ``epoch`` (0-based) trains: e.g. switch mosaic off for the last epochs."""
+
+    def on_step_end(self, run_dir: Path, step: int, model: nn.Module) -> None:
+        """Rank 0 only, after optimiser step ``step`` (1-based): e.g. save a sample grid every N steps. ``model`` is
+        the model to evaluate (the EMA copy when EMA is on)."""
+
     def on_epoch_end(self, run_dir: Path, epoch: int, metrics: Mapping[str, Any], model: nn.Module) -> None:
         """Rank 0 only: task-specific artefacts (confusion matrix, sample predictions)."""
 

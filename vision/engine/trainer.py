@@ -323,6 +323,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self.model.train()
+        self.task.on_epoch_start(epoch, self.model)
         self.sampler.set_epoch(epoch, start_batch=start_batch)
         self.train_set.set_epoch(epoch)
         accumulate = int(self.args["accumulate"])
@@ -372,6 +373,8 @@ class Trainer:
                 values = {k: v.detach() for k, v in losses.items()}
                 values["loss"] = loss.detach()
             count += 1
+            if self.is_main:
+                self.task.on_step_end(self.run_dir, self.step, self.eval_model())
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             if self.is_main and (i % 10 == 0 or i + 1 == total_batches):  # reading the sums syncs: not every step
