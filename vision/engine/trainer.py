@@ -342,6 +342,7 @@ class Trainer:
         )
         save_period = int(self.args["save_period"])
         opt = self.optimizers.get("main")
+        last_step = self.step
         for i, batch in enumerate(bar, start=start_batch):
             batch = self.task.prepare_batch(batch, self.device, train=True)
             if self.manual:
@@ -373,8 +374,9 @@ class Trainer:
                 values = {k: v.detach() for k, v in losses.items()}
                 values["loss"] = loss.detach()
             count += 1
-            if self.is_main:
+            if self.is_main and self.step != last_step:
                 self.task.on_step_end(self.run_dir, self.step, self.eval_model())
+            last_step = self.step
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             if self.is_main and (i % 10 == 0 or i + 1 == total_batches):  # reading the sums syncs: not every step
