@@ -69,11 +69,14 @@ _OPEN_SECTIONS = ("model_kwargs", "expected", "augment")
 
 
 def zoo_dir() -> Path:
-    """The ``zoo/`` folder of recipes (next to the package in a source checkout, or ``$VISION_ZOO``)."""
+    """The folder of recipes: ``$VISION_ZOO``, else ``zoo/`` of the source checkout, else the copy installed with the
+    package (``vision/zoo``)."""
     env = os.environ.get("VISION_ZOO")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "zoo"
+    package = Path(__file__).resolve().parents[1]
+    checkout = package.parent / "zoo"
+    return checkout if checkout.is_dir() else package / "zoo"
 
 
 def list_recipes() -> list[str]:
