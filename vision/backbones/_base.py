@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from vision.hub.cards import WeightsCard
 
-__all__ = ["Family", "FeatureExtractor", "FeatureSpec", "Stage", "freeze_batch_norm", "spec_name"]
+__all__ = ["Family", "FeatureExtractor", "FeatureInfoMixin", "FeatureSpec", "Stage", "freeze_batch_norm", "spec_name"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,29 @@ def freeze_batch_norm(module: nn.Module) -> nn.Module:
     return freeze_batch_norm_2d(module)
 
 
+class FeatureInfoMixin:
+    """``specs``, ``channels``, ``strides`` and ``size_divisibility`` from ``feature_info`` and ``out_indices``."""
+
+    feature_info: list[FeatureSpec]
+    out_indices: tuple[int, ...]
+
+    @property
+    def specs(self) -> list[FeatureSpec]:
+        return [self.feature_info[i] for i in self.out_indices]
+
+    @property
+    def channels(self) -> list[int]:
+        return [s.channels for s in self.specs]
+
+    @property
+    def strides(self) -> list[int]:
+        return [s.stride for s in self.specs]
+
+    @property
+    def size_divisibility(self) -> int:
+        return max(self.strides)
+
+
 class _Adopted(nn.Module):
     """Holds a network's submodules under their original names and runs its stages."""
 
@@ -131,7 +154,7 @@ class _Adopted(nn.Module):
         return outs
 
 
-class FeatureExtractor(_Adopted):
+class FeatureExtractor(FeatureInfoMixin, _Adopted):
     """A backbone returning named multi-scale features.
 
     ``forward(x: [B, 3, H, W] float) -> dict[name, Tensor [B, C_i, ~H/s_i, ~W/s_i]]`` for the selected stages
@@ -199,22 +222,6 @@ class FeatureExtractor(_Adopted):
                 for path in stage.modules:
                     self.get_submodule(path).eval()
         return self
-
-    @property
-    def specs(self) -> list[FeatureSpec]:
-        return [self.feature_info[i] for i in self.out_indices]
-
-    @property
-    def channels(self) -> list[int]:
-        return [s.channels for s in self.specs]
-
-    @property
-    def strides(self) -> list[int]:
-        return [s.stride for s in self.specs]
-
-    @property
-    def size_divisibility(self) -> int:
-        return max(self.strides)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         outs = self._run_stages(x, max(self.out_indices))

@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from vision.backbones._base import FeatureSpec, freeze_batch_norm
+from vision.backbones._base import FeatureInfoMixin, FeatureSpec, freeze_batch_norm
 from vision.hub.cards import Preprocess, WeightsCard, imagenet_categories
 from vision.registry import BACKBONES, Entry
 
@@ -35,7 +35,7 @@ def _names(strides: Sequence[int]) -> list[str]:
     return [f"stage{i}" for i in range(len(strides))]
 
 
-class TimmFeatureExtractor(nn.Module):
+class TimmFeatureExtractor(FeatureInfoMixin, nn.Module):
     """A timm ``features_only`` network with the :class:`~vision.backbones.FeatureExtractor` interface.
 
     ``forward(x [B, 3, H, W]) -> dict[name, Tensor]``; the timm network is the child ``body``.
@@ -101,22 +101,6 @@ class TimmFeatureExtractor(nn.Module):
             for m in self._frozen_modules:
                 m.eval()
         return self
-
-    @property
-    def specs(self) -> list[FeatureSpec]:
-        return [self.feature_info[i] for i in self.out_indices]
-
-    @property
-    def channels(self) -> list[int]:
-        return [s.channels for s in self.specs]
-
-    @property
-    def strides(self) -> list[int]:
-        return [s.stride for s in self.specs]
-
-    @property
-    def size_divisibility(self) -> int:
-        return max(self.strides)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         if x.dim() != 4:
