@@ -128,3 +128,32 @@ def test_torchrun_two_cpu_processes_match_one_process(tiny_model, tmp_path):
         "weights/last.state.pt",
     ], files
     assert result.stdout.count("run saved to") == 1, "only rank 0 prints"
+
+
+def _average_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from vision.engine.distributed import average_gradients
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    layer = torch.nn.Linear(3, 2)
+    for p in layer.parameters():
+        p.grad = torch.full_like(p, float(rank + 1))
+    average_gradients(layer)
+    torch.save({k: p.grad for k, p in layer.named_parameters()}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_average_gradients_over_two_gloo_ranks(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_average_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        grads = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for g in grads.values():
+            assert torch.allclose(g, torch.full_like(g, 1.5)), "the mean of 1 and 2 on every rank"

@@ -243,7 +243,8 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
-            "rng": capture_rng(),
+            "rng": self._rng_all_ranks[0] if self._rng_all_ranks else capture_rng(),
+            "rng_ranks": self._rng_all_ranks,
             "best": self.best,
             "best_epoch": self.best_epoch,
             "skipped_steps": self.skipped_steps,
@@ -259,6 +260,8 @@ class Trainer:
         }
 
     def _save(self, epoch: int, batch_in_epoch: int, *, best: bool) -> None:
+        # every rank's random state goes into the checkpoint, so a resumed DDP run continues each rank exactly
+        self._rng_all_ranks = D.all_gather_objects(capture_rng()) if self.dist.enabled else []
         if not self.is_main:
             return
         folder = self.run_dir / "weights"
@@ -278,7 +281,8 @@ class Trainer:
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
         self.scaler.load_state_dict(state["scaler"])
-        restore_rng(state["rng"])
+        ranks = state.get("rng_ranks") or []
+        restore_rng(ranks[self.dist.rank] if len(ranks) == self.dist.world_size else state["rng"])
         self.step = int(state["step"])
         self.best = state["best"]
         self.best_epoch = int(state["best_epoch"])
@@ -429,6 +433,10 @@ class Trainer:
         self._build_loaders()
         self._build_model()
         self.step, self.best, self.best_epoch, self.skipped_steps = 0, None, -1, 0
+        self._rng_all_ranks: list[Any] = []
+        if self.dist.enabled and self.resume_state is None:
+            # the model was initialised identically everywhere; from here on each rank draws its own noise
+            _seed_everything(int(self.args["seed"]) + 7919 * self.dist.rank)
         start_epoch, start_batch = 0, 0
         if self.resume_state is not None:
             start_epoch, start_batch = self._restore(self.resume_state)
