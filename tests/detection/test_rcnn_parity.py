@@ -1,0 +1,126 @@
+"""torchvision's R-CNN state dicts load unchanged into ours and give the same detections (exact fp32 path), and the
+fast path keeps those detections on the CPU in float32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision.models.detection as tvd
+
+import vision
+from vision.registry import MODELS
+
+NAMES = ["fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2"]
+# small inputs and few proposals keep this fast; a score threshold of 0 keeps random-weight detections to compare
+SETTINGS = {
+    "min_size": 160,
+    "max_size": 224,
+    "rpn_pre_nms_top_n_test": 300,
+    "rpn_post_nms_top_n_test": 100,
+    "box_score_thresh": 0.0,
+    "box_detections_per_img": 50,
+}
+
+
+def _count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def pair(request):
+    name = request.param
+    torch.manual_seed(0)
+    ref = getattr(tvd, name)(weights=None, weights_backbone=None, **SETTINGS).eval()
+    ours = vision.create_model(name, **SETTINGS).eval()
+    return name, ref, ours
+
+
+def test_state_dict_loads_unchanged_and_detections_match(pair, photos):
+    name, ref, ours = pair
+    photos = photos[1:]  # coffee 400x600, chelsea 300x451
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    assert _count(ours) == _count(ref)
+    result = ours.load_state_dict(ref.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    with torch.no_grad():
+        expected = ref(photos)
+        exact = ours.predict(photos, fast=False)
+        fast = ours.predict(photos, fast=True)
+    for img, e, x, f in zip(photos, expected, exact, fast):
+        assert len(e["boxes"]) > 0, "random weights gave no detections to compare"
+        for key in ("boxes", "scores", "labels"):  # the exact path is torchvision's, bit for bit
+            assert torch.equal(x[key], e[key]), f"{name}: {key} differ"
+        assert x["boxes"].dtype == torch.float32 and x["labels"].dtype == torch.int64
+        # fast path, float32 on the CPU: the same detections (NMS keeps the same sets, same order)
+        assert torch.equal(f["labels"], e["labels"])
+        torch.testing.assert_close(f["boxes"], e["boxes"], rtol=0, atol=1e-4)
+        torch.testing.assert_close(f["scores"], e["scores"], rtol=0, atol=1e-6)
+        if "masks" in e:
+            assert torch.equal(x["masks"], e["masks"])
+            assert f["masks"].shape == e["masks"].shape == (len(e["boxes"]), 1, *img.shape[-2:])
+            torch.testing.assert_close(f["masks"], e["masks"], rtol=0, atol=2e-5)
+
+
+def test_weights_of_ours_load_into_torchvision(pair):
+    """The other direction (benchmarks compare torchvision with weights trained by our engine): same keys, shapes."""
+    _, ref, ours = pair
+    result = ref.load_state_dict(ours.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+
+
+def test_eval_forward_is_predict_and_train_forward_is_loss(photos):
+    model = vision.create_model("faster_rcnn", backbone="resnet18", num_classes=3, min_size=96, max_size=128).eval()
+    image = photos[2]
+    with torch.no_grad():
+        a, b = model([image]), model.predict(image[None])
+    assert torch.equal(a[0]["boxes"], b[0]["boxes"])
+    model.train()
+    losses = model([image], [{"boxes": torch.tensor([[10.0, 20.0, 100.0, 120.0]]), "labels": torch.tensor([2])}])
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    with pytest.raises(ValueError, match="needs targets"):
+        model([image])
+    with pytest.raises(ValueError, match=r"\[1, 2\]"):  # label 0 is the background
+        model.loss([image], [{"boxes": torch.tensor([[10.0, 20.0, 100.0, 120.0]]), "labels": torch.tensor([0])}])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_coco_cards_describe_the_model(name):
+    entry = MODELS.get(name)
+    card = entry.cards["tv_coco"]
+    assert "background_class" in entry.tags and entry.task == "detection"
+    model = entry.builder(card=card)  # the architecture the weights load into (nothing downloaded)
+    assert _count(model) == card.num_params
+    assert card.num_classes == len(card.categories) == 91 == model.num_classes
+    assert card.categories[0] == "__background__"
+    assert model.categories == list(card.categories[1:])  # data-set labels: model label - 1
+    assert card.url.startswith("https://download.pytorch.org/models/") and card.sha256 in card.url
+    assert card.metrics["COCO-val2017"]["box_map"] > 30
+    if not name.endswith("_v2"):  # torchvision's v1 COCO weights run with FrozenBatchNorm2d(eps=0)
+        eps = {m.eps for m in model.modules() if type(m).__name__ == "FrozenBatchNorm2d"}
+        assert eps == {0.0}
+
+
+def test_torchvision_style_arguments():
+    model = vision.create_model("fasterrcnn_resnet50_fpn", num_classes=5, trainable_backbone_layers=2, min_size=300)
+    assert model.num_classes == 5 and model.transform.min_size == (300,)
+    body = model.backbone.body
+    trainable = {n.split(".")[0] for n, p in body.named_parameters() if p.requires_grad}
+    assert trainable == {"layer3", "layer4"}
+    with pytest.raises(ValueError, match="trainable_backbone_layers"):
+        vision.create_model("fasterrcnn_resnet50_fpn", trainable_backbone_layers=6)
+
+
+def test_weights_file_of_torchvision_loads_through_create_model(tmp_path):
+    torch.manual_seed(0)
+    ref = tvd.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=5)
+    path = tmp_path / "tv_frcnn.pth"
+    torch.save(ref.state_dict(), path)
+    ours = vision.create_model("fasterrcnn_resnet50_fpn", weights=str(path), num_classes=5)
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in ours.state_dict().items())
+    with pytest.warns(UserWarning, match="box_predictor"):  # another num_classes: the class layers start fresh
+        other = vision.create_model("fasterrcnn_resnet50_fpn", weights=str(path), num_classes=3)
+    assert other.num_classes == 3
+    assert torch.equal(
+        other.state_dict()["backbone.fpn.inner_blocks.0.0.weight"],
+        ref.state_dict()["backbone.fpn.inner_blocks.0.0.weight"],
+    )

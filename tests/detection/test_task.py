@@ -1,0 +1,160 @@
+"""The detection task end to end through the Trainer, and the detection inference tool on its weights."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from vision.cli.infer import main as infer_main
+from vision.data import SyntheticShapes
+from vision.engine import Trainer
+from vision.engine.checkpoint import read_safetensors_metadata
+from vision.engine.config import resolve_args
+from vision.engine.detection import DetectionTask, load_data_spec
+from vision.engine.detection_infer import load_detector, resolve_classes
+
+from .conftest import TINY_RCNN
+
+COMMON = [
+    "task=detection",
+    "data=synthetic",
+    "synthetic.train=8",
+    "synthetic.val=4",
+    "synthetic.size=128",
+    "imgsz=128",
+    "epochs=2",
+    "batch=4",
+    "workers=0",
+    "lr=0.01",
+    "tensorboard=false",
+    "val_samples=4",
+]
+
+
+def _model_args(model: str, backbone: str = "resnet18") -> list[str]:
+    return [f"model={model}", f"model_kwargs.backbone={backbone}"] + [
+        f"model_kwargs.{k}={v}" for k, v in TINY_RCNN.items()
+    ]
+
+
+@pytest.fixture(scope="module")
+def mask_run(tmp_path_factory) -> Path:
+    """Mask R-CNN (ResNet-18) trained 2 epochs on 8 synthetic images with the batched GPU augmentation (on the CPU)."""
+    project = tmp_path_factory.mktemp("runs")
+    aug = ["augment.name=gpu", "augment.mosaic=1.0", "augment.scale=[0.8,1.2]", "close_mosaic=1"]
+    args = resolve_args([*COMMON, *_model_args("mask_rcnn"), *aug, f"project={project}", "name=mask"])
+    return Trainer(args).fit()
+
+
+def test_run_folder(mask_run):
+    weights = mask_run / "weights"
+    assert (weights / "best.safetensors").is_file() and (weights / "last.state.pt").is_file()
+    with open(mask_run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    for key in ("map", "map50", "map75", "mar_100", "mask_map", "mask_map50", "train_loss_mask"):
+        assert key in rows[0], key
+        assert all(0.0 <= float(r[key]) <= 1.0 or float(r[key]) == -1.0 for r in rows if "loss" not in key)
+    assert (mask_run / "pr_curve.png").stat().st_size > 1000
+    assert (mask_run / "val_predictions.png").stat().st_size > 1000
+    for iou_type in ("bbox", "segm"):
+        results = json.loads((mask_run / f"predictions_{iou_type}.json").read_text())
+        assert results, iou_type
+        assert set(results[0]) >= {"image_id", "category_id", "bbox", "score"}
+        assert results[0]["category_id"] in (1, 2, 3)  # SyntheticShapes' COCO category ids
+        if iou_type == "segm":
+            assert set(results[0]["segmentation"]) == {"size", "counts"}
+    meta = read_safetensors_metadata(weights / "best.safetensors")
+    assert meta["classes"] == ["circle", "rectangle", "triangle"] and meta["label_offset"] == 1
+    assert meta["model"] == "mask_rcnn" and meta["model_kwargs"]["backbone"] == "resnet18"
+
+
+def test_trained_weights_reload_with_label_offset(mask_run):
+    model = load_detector(weights=str(mask_run / "weights" / "best.safetensors"))
+    assert model.num_classes == 4 and model.categories == ["circle", "rectangle", "triangle"]
+    image = SyntheticShapes(1, size=128, seed=99)[0][0].float() / 255
+    det = model.predict([image], score_threshold=0.0)[0]
+    assert det["masks"].shape[1:] == (1, 128, 128)
+    assert resolve_classes("circle,2", model.categories) == [0, 2]
+    with pytest.raises(ValueError, match="unknown class"):
+        resolve_classes(["hexagon"], model.categories)
+
+
+def test_inference_tool_on_images_and_video(mask_run, tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    ds = SyntheticShapes(3, size=128, seed=42)
+    for i in range(2):
+        cv2.imwrite(str(src / f"img{i}.png"), cv2.cvtColor(ds[i][0].permute(1, 2, 0).numpy(), cv2.COLOR_RGB2BGR))
+    writer = cv2.VideoWriter(str(src / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (128, 96))
+    for k in range(5):
+        frame = np.ascontiguousarray(ds[k % 3][0].permute(1, 2, 0).numpy()[16:112])
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    assert infer_main([f"weights={mask_run / 'weights' / 'best.safetensors'}", f"source={src}", "conf=0.0",
+                       "classes=circle,rectangle,triangle", "max_det=5", "line_width=1", "batch=2",
+                       f"project={tmp_path / 'out'}", "device=cpu"]) == 0  # fmt: skip
+    out = Path(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("results saved to "))
+    assert (out / "img0.png").is_file() and (out / "img1.png").is_file()
+    per_file = json.loads((out / "labels" / "img0.json").read_text())
+    assert per_file["detections"] and len(per_file["detections"]) <= 5
+    first = per_file["detections"][0]
+    assert set(first) >= {"box", "score", "label", "name", "segmentation"} and first["name"] in ds.classes
+    coco = json.loads((out / "predictions_coco.json").read_text())
+    assert len(coco["images"]) == 2 and [c["name"] for c in coco["categories"]] == ds.classes
+    assert all(a["category_id"] in (1, 2, 3) for a in coco["annotations"])
+    cap = cv2.VideoCapture(str(out / "clip.mp4"))
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok and frame.shape == (96, 128, 3) and frames == 5
+    video_json = json.loads((out / "labels" / "clip.json").read_text())
+    assert [f["frame"] for f in video_json] == list(range(5))
+
+
+def test_cpu_augmentation_and_faster_rcnn(tmp_path):
+    """The albumentations recipe in the workers; Faster R-CNN has no masks to load or evaluate."""
+    cpu_aug = ["epochs=1", "augment.name=detection_train", "augment.scale=[0.9,1.1]", "plots=false"]
+    trainer = Trainer(resolve_args([*COMMON, *_model_args("faster_rcnn"), *cpu_aug, f"project={tmp_path}"]))
+    run = trainer.fit()
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert "map" in rows[0] and "mask_map" not in rows[0]
+    assert trainer.best is not None
+    assert not (run / "pr_curve.png").exists() and (run / "predictions_bbox.json").is_file()
+
+
+def test_data_spec_yaml(tmp_path):
+    (tmp_path / "spec.yaml").write_text(
+        "path: data\ntrain: {images: img/train, annotations: ann/train.json}\nval: [img/val, ann/val.json]\n"
+    )
+    spec = load_data_spec(tmp_path / "spec.yaml")
+    assert spec["train"] == (tmp_path / "data" / "img" / "train", tmp_path / "data" / "ann" / "train.json")
+    assert spec["val"][1] == tmp_path / "data" / "ann" / "val.json"
+    assert load_data_spec({"train": ["/a", "/b.json"]}) == {"train": (Path("/a"), Path("/b.json"))}
+    with pytest.raises(ValueError, match="train"):
+        load_data_spec({"val": ["/a", "/b.json"]})
+
+
+def test_gpu_augment_mosaic_closes_for_the_last_epochs():
+    task = DetectionTask(resolve_args([*COMMON, *_model_args("faster_rcnn"), "augment.name=gpu", "augment.mosaic=1.0",
+                                       "close_mosaic=1", "epochs=3"]))  # fmt: skip
+    task.build_datasets()
+    batch = task.collate_fn()([SyntheticShapes(2, size=128)[i] for i in range(2)])
+    task.on_epoch_start(0, None)
+    images, _ = task.prepare_batch(batch, torch.device("cpu"), train=True)
+    assert images.dtype == torch.float32 and images.shape == (2, 3, 128, 128) and 0 <= images.min() <= images.max() <= 1
+    again, _ = task.prepare_batch(batch, torch.device("cpu"), train=True)
+    assert torch.equal(images, again)  # seeded by (seed, epoch, image ids): reproducible
+    task.on_epoch_start(2, None)
+    assert task._mosaic_off
+    closed, _ = task.prepare_batch(batch, torch.device("cpu"), train=True)
+    assert not torch.equal(images, closed)
+    val_images, val_targets = task.prepare_batch(batch, torch.device("cpu"), train=False)
+    assert val_images.dtype == torch.float32 and torch.equal(val_targets[0]["labels"], batch[1][0]["labels"])
