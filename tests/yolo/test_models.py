@@ -1,0 +1,197 @@
+"""YOLO models: published sizes, any backbone trains and predicts, the inference contract, fast paths agree."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import vision
+from vision.models._yolo_postprocess import letterbox, unletterbox
+from vision.registry import MODELS
+
+# published YOLOv8 sizes at 640 px, 80 classes: (parameters in millions, GFLOPs)
+PUBLISHED = {"n": (3.2, 8.7), "s": (11.2, 28.6), "m": (25.9, 78.9), "l": (43.7, 165.2)}
+
+
+@pytest.mark.parametrize("size", list(PUBLISHED))
+def test_parameters_and_flops_match_the_published_sizes(size):
+    """Counted on the meta device (no compute): FLOPs = 2 x multiply-adds of convolutions and matmuls, as
+    ``torch.utils.flop_counter`` counts them (norms, activations and the box decoding are not counted)."""
+    with torch.device("meta"):
+        model = vision.create_model(f"yolo_{size}", num_classes=80).eval()
+        x = torch.zeros(1, 3, 640, 640)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.forward_raw(x)
+    gflops = counter.get_total_flops() / 1e9
+    want_params, want_flops = PUBLISHED[size]
+    assert abs(params / want_params - 1) < 0.10, f"yolo_{size}: {params:.2f} M parameters vs {want_params}"
+    assert abs(gflops / want_flops - 1) < 0.10, f"yolo_{size}: {gflops:.1f} GFLOPs vs {want_flops}"
+
+
+def test_registry_entries():
+    for name in ("yolo_n", "yolo_s", "yolo_m", "yolo_l", "yolo"):
+        entry = MODELS.get(name)
+        assert entry.task == "detection" and "background_class" not in entry.tags
+    assert {f"csp_darknet_{s}" for s in "nsml"} <= set(vision.BACKBONES.names("csp_darknet_*"))
+
+
+def _targets(n: int, size: int) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(n)
+    out = []
+    for i in range(n):
+        xy = torch.rand(3, 2, generator=g) * size * 0.6
+        wh = 8 + torch.rand(3, 2, generator=g) * size * 0.3
+        out.append({"boxes": torch.cat([xy, xy + wh], 1).clamp(max=size), "labels": torch.tensor([0, 1, 2])[: i + 2]})
+        out[-1]["boxes"] = out[-1]["boxes"][: i + 2]
+    return out
+
+
+def _check_detections(dets, sizes, num_classes):
+    assert len(dets) == len(sizes)
+    for det, (H, W) in zip(dets, sizes):
+        assert set(det) >= {"boxes", "scores", "labels"}
+        n = det["boxes"].shape[0]
+        assert det["boxes"].shape == (n, 4) and det["boxes"].dtype == torch.float32
+        assert det["scores"].shape == (n,) and det["labels"].shape == (n,) and det["labels"].dtype == torch.int64
+        if n:
+            b = det["boxes"]
+            assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all() and (b[:, 2] <= W).all() and (b[:, 3] <= H).all()
+            assert (b[:, 2] >= b[:, 0]).all() and (b[:, 3] >= b[:, 1]).all()
+            assert (det["labels"] >= 0).all() and (det["labels"] < num_classes).all()
+            assert (det["scores"][:-1] >= det["scores"][1:]).all()
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("yolo_n", {}),
+        ("yolo", {"backbone": "resnet50"}),
+        ("yolo", {"backbone": "efficientnet_b0"}),
+        ("yolo", {"backbone": "vgg16"}),
+    ],
+    ids=["csp_darknet_n", "resnet50", "efficientnet_b0", "vgg16"],
+)
+def test_trains_two_steps_and_predicts(name, kwargs):
+    torch.manual_seed(0)
+    model = vision.create_model(name, num_classes=3, imgsz=96, **kwargs)
+    assert model.strides == [8, 16, 32]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+    images = torch.rand(2, 3, 96, 96)
+    model.train()
+    for _ in range(2):
+        losses = model.loss(images, _targets(2, 96))
+        assert set(losses) == {"box", "cls", "dfl"}
+        loss = sum(losses.values())
+        assert torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    model.eval()
+    dets = model([torch.rand(3, 70, 100), torch.rand(3, 96, 64)])
+    _check_detections(dets, [(70, 100), (96, 64)], 3)
+
+
+def test_padded_targets_give_the_same_loss():
+    from vision.data import pad_targets
+
+    torch.manual_seed(0)
+    model = vision.create_model("yolo_n", num_classes=3).eval()  # eval: batch norm independent of the batch
+    images, targets = torch.rand(2, 3, 64, 64), _targets(2, 64)
+    a = model.loss(images, targets)
+    b = model.loss(images, pad_targets(targets, max_boxes=7))
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def test_images_without_objects_train():
+    model = vision.create_model("yolo_n", num_classes=2)
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    losses = model.loss(torch.rand(2, 3, 64, 64), [empty, empty])
+    assert losses["box"].item() == 0 and losses["dfl"].item() == 0 and losses["cls"].item() > 0
+    sum(losses.values()).backward()
+
+
+def test_letterbox_round_trip():
+    images = [torch.rand(3, 50, 100), torch.rand(3, 120, 60)]
+    batch, info, sizes = letterbox(images, size=64, stride=32)
+    assert batch.shape == (2, 3, 64, 64)  # 50x100 -> 32x64; 120x60 -> 64x32; canvas 64x64
+    assert info[0].tolist() == pytest.approx([0.64, 0.64, 0.0, 16.0])
+    assert info[1].tolist() == pytest.approx([32 / 60, 64 / 120, 16.0, 0.0])
+    boxes = torch.tensor([[[10.0, 5.0, 90.0, 45.0]], [[0.0, 0.0, 60.0, 120.0]]])
+    mapped = boxes * info[:, None, :2].repeat(1, 1, 2) + info[:, None, 2:].repeat(1, 1, 2)
+    assert torch.allclose(unletterbox(mapped, info, sizes), boxes, atol=1e-4)
+    fixed, _, _ = letterbox(torch.rand(2, 3, 30, 40), size=100, stride=32, fixed=True)
+    assert fixed.shape == (2, 3, 128, 128)
+
+
+def test_predict_contract_and_equivalent_inputs():
+    torch.manual_seed(0)
+    model = vision.create_model("yolo_n", num_classes=3, imgsz=128, score_threshold=0.0).eval()
+    images = torch.rand(2, 3, 90, 120)
+    as_tensor = model(images)
+    as_list = model.predict(list(images))
+    as_uint8 = model.predict((images * 255).round().to(torch.uint8))
+    _check_detections(as_tensor, [(90, 120)] * 2, 3)
+    for a, b in zip(as_tensor, as_list):
+        assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
+    assert [len(d["boxes"]) for d in as_uint8] == [len(d["boxes"]) for d in as_tensor]
+    # cuda_graph is a CUDA fast path; on the CPU it is ignored
+    graph = model.predict(images, cuda_graph=True)
+    assert all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(as_tensor, graph))
+    few = model.predict(images, max_det=5, score_threshold=0.01)
+    assert all(len(d["boxes"]) <= 5 for d in few)
+    assert model.training is False
+    model.train()
+    model.predict(images[:1])
+    assert model.training is True  # predict restores the mode
+
+
+def test_fused_model_gives_the_same_detections():
+    torch.manual_seed(0)
+    model = vision.create_model("yolo_n", num_classes=3, imgsz=96)
+    model.loss(torch.rand(2, 3, 96, 96), _targets(2, 96))  # non-trivial batch-norm statistics
+    model.eval()
+    images = torch.rand(1, 3, 96, 96)
+    x = letterbox(images, size=96)[0]
+    raw = model.forward_raw(x)
+    fused = copy.deepcopy(model).fuse()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    raw_fused = fused.forward_raw(x)
+    assert torch.allclose(raw[0], raw_fused[0], atol=1e-3) and torch.allclose(raw[1], raw_fused[1], atol=1e-3)
+
+
+def test_deepcopy_and_state_dict_round_trip():
+    model = vision.create_model("yolo_n", num_classes=4).eval()
+    model.predict(torch.rand(1, 3, 64, 64))  # fills the anchor cache
+    twin = copy.deepcopy(model)
+    assert twin._anchors == {} and twin._graphs == {}
+    other = vision.create_model("yolo_n", num_classes=4).eval()
+    other.load_state_dict(model.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.equal(model.forward_raw(x)[1], other.forward_raw(x)[1])
+
+
+@pytest.mark.gpu
+def test_cuda_graph_and_bf16_paths_agree_with_eager():
+    torch.manual_seed(0)
+    model = vision.create_model("yolo_n", num_classes=3, imgsz=320).cuda().eval()
+    model.loss(
+        torch.rand(4, 3, 320, 320, device="cuda"), [{k: v.cuda() for k, v in t.items()} for t in _targets(4, 320)]
+    )
+    model.eval()
+    images = torch.rand(4, 3, 240, 320, device="cuda")
+    eager = model.predict(images, amp=False)
+    fixed = model.predict(images, amp=False, cuda_graph=True)  # square 320 canvas: same scale, other padding
+    again = model.predict(images, amp=False, cuda_graph=True)  # replay
+    for a, b, c in zip(eager, fixed, again):
+        assert torch.equal(b["boxes"], c["boxes"]) and torch.equal(b["scores"], c["scores"])
+        n = min(len(a["scores"]), 20)
+        assert torch.allclose(a["scores"][:n], b["scores"][:n], atol=1e-3)
+    bf16 = model.predict(images, amp=True, cuda_graph=True)
+    assert [d["boxes"].dtype for d in bf16] == [torch.float32] * 4
