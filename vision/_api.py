@@ -149,39 +149,60 @@ def _packaged_file(card: WeightsCard) -> Path | None:
     return path
 
 
+def _takes_weights(entry: Entry) -> bool:
+    """Whether the builder takes torchvision's ``weights`` argument (and then configures and loads itself)."""
+    import inspect
+
+    try:
+        return "weights" in inspect.signature(entry.builder).parameters
+    except (TypeError, ValueError):  # builtins / C callables without a signature
+        return False
+
+
 def _build(entry: Entry, *, features: bool, card: WeightsCard | None, source: Any, **kwargs: Any) -> nn.Module:
     if features:
         kwargs["features"] = True
+    layout = "auto"
+    if card is None and isinstance(source, Path):
+        card = _known_card(entry, source)  # a local copy of a published file: built exactly as for its tag
+        if card is not None and card.layout != "native":
+            layout = card.layout
     if card is not None:
         kwargs["card"] = card
     if source is True or (isinstance(source, str) and "self-weights" in entry.tags and not _is_url(source)):
         kwargs["pretrained"] = source
         source = None
+    if isinstance(source, Path | str) and _takes_weights(entry):
+        # torchvision-style builders (the R-CNNs) build for loaded weights as torchvision does for pretrained ones
+        # (frozen BatchNorm, trainable_backbone_layers=3) and load the file themselves
+        kwargs["weights"] = str(source)
+        source = None
     model = entry.builder(**kwargs)
     if source is not None and source is not True:
-        load_weights(model, source)
-        if card is None and isinstance(source, Path):
-            _attach_known_card(model, entry, source)
+        load_weights(model, source, layout=layout)
+    if card is not None and getattr(model, "card", "absent") is None:
+        _attach_card(model, card)
     return model
 
 
-def _attach_known_card(model: nn.Module, entry: Entry, path: Path) -> None:
-    """A local file that is a published weight file (same SHA-256) brings its card: class names, preprocessing."""
-    if not entry.cards or getattr(model, "card", "absent") is not None:
-        return
+def _known_card(entry: Entry, path: Path) -> WeightsCard | None:
+    """The card of the published weight file that ``path`` is a copy of (same SHA-256), or ``None``."""
+    if not any(c.sha256 for c in entry.cards.values()):
+        return None
     from vision.hub.download import sha256_file
 
     digest = sha256_file(path)
-    for card in entry.cards.values():
-        if card.sha256 and digest.startswith(card.sha256):
-            model.card = card
-            if (
-                hasattr(model, "categories")
-                and card.categories
-                and card.num_classes == getattr(model, "num_classes", 0)
-            ):
-                model.categories = list(card.categories)
-            return
+    return next((c for c in entry.cards.values() if c.sha256 and digest.startswith(c.sha256)), None)
+
+
+def _attach_card(model: nn.Module, card: WeightsCard) -> None:
+    """Give a model its card when the builder did not keep it: class names in the data-set label space."""
+    from vision.models._detection import label_offset
+
+    model.card = card
+    offset = label_offset(model)  # detectors with a background slot: the card names it, the data-set labels do not
+    if hasattr(model, "categories") and card.categories and card.num_classes == getattr(model, "num_classes", 0):
+        model.categories = list(card.categories[offset:])
 
 
 def create_model(name: str, *, weights: WeightsArg = None, num_classes: int | None = None, **kwargs: Any) -> nn.Module:

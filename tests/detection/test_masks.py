@@ -46,3 +46,33 @@ def test_paste_empty_and_padding():
         torch.testing.assert_close(paste_masks(masks, boxes, (48, 64), padding=padding), expected, rtol=0, atol=2e-5)
     with pytest.raises(ValueError, match="boxes must be"):
         paste_masks(masks, boxes[:2], (48, 64))
+
+
+def test_paste_is_float32_under_autocast():
+    """A trainer evaluates inside bf16 autocast: the paste still computes (and returns) float32."""
+    g = torch.Generator().manual_seed(1)
+    boxes = _boxes(20, 120, 160, g)
+    masks = torch.rand(len(boxes), 1, 28, 28, generator=g)
+    expected = paste_masks_in_image(masks, boxes, (120, 160))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = paste_masks(masks, boxes, (120, 160))
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours, expected, rtol=0, atol=2e-5)
+
+
+def test_benchmark_keeps_every_mask():
+    """benchmarks/rcnn.py keeps the masks of every result (binarised as COCO's segm reads them) and refuses a mix."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "rcnn.py"
+    spec = importlib.util.spec_from_file_location("_bench_rcnn", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    big = torch.rand(100, 1, 800, 700)  # 5.6e7 elements: above the old silent cut-off
+    out = bench.predictions(lambda chunk: [{"scores": torch.ones(100), "masks": big} for _ in chunk],
+                            [torch.zeros(3, 8, 8)] * 3, 2, torch.device("cpu"))  # fmt: skip
+    assert len(out) == 3 and all(torch.equal(d["masks"], big > 0.5) for d in out)
+    assert bench.has_masks(out) and not bench.has_masks([{"scores": torch.ones(1)}])
+    with pytest.raises(RuntimeError, match="1 of 3 results have no masks"):
+        bench.has_masks([*out[:2], {"scores": torch.ones(1)}])

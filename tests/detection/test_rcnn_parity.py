@@ -100,14 +100,63 @@ def test_coco_cards_describe_the_model(name):
         assert eps == {0.0}
 
 
+def _trainable(model: torch.nn.Module) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
 def test_torchvision_style_arguments():
-    model = vision.create_model("fasterrcnn_resnet50_fpn", num_classes=5, trainable_backbone_layers=2, min_size=300)
+    # without any weights torchvision warns and trains all five layers (freezing random layers makes no sense)
+    with pytest.warns(UserWarning, match="trainable_backbone_layers=2 has no effect"):
+        model = vision.create_model("fasterrcnn_resnet50_fpn", num_classes=5, trainable_backbone_layers=2, min_size=300)
     assert model.num_classes == 5 and model.transform.min_size == (300,)
-    body = model.backbone.body
-    trainable = {n.split(".")[0] for n, p in body.named_parameters() if p.requires_grad}
-    assert trainable == {"layer3", "layer4"}
+    with pytest.warns(UserWarning, match="trainable_backbone_layers"):
+        ref = tvd.fasterrcnn_resnet50_fpn(
+            weights=None, weights_backbone=None, num_classes=5, trainable_backbone_layers=2
+        )
+    assert _trainable(model) == _trainable(ref)
+    assert all(p.requires_grad for p in model.backbone.body.parameters())
     with pytest.raises(ValueError, match="trainable_backbone_layers"):
         vision.create_model("fasterrcnn_resnet50_fpn", trainable_backbone_layers=6)
+
+
+def _pretrained_style_torchvision(num_classes: int, trainable_layers: int = 3) -> torch.nn.Module:
+    """torchvision's fasterrcnn_resnet50_fpn as its builder makes it for pretrained weights (FrozenBatchNorm2d, three
+    trainable layers), without downloading anything."""
+    from torchvision.models import resnet50
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    body = _resnet_fpn_extractor(resnet50(weights=None, norm_layer=FrozenBatchNorm2d), trainable_layers)
+    return tvd.FasterRCNN(body, num_classes=num_classes, **SETTINGS)
+
+
+def test_weights_file_builds_the_pretrained_architecture(tmp_path, photos):
+    """``weights=<file>`` behaves like torchvision's pretrained weights: FrozenBatchNorm2d, three trainable layers,
+    and the detections of torchvision's pretrained-style model with the same state dict."""
+    torch.manual_seed(1)
+    ref = _pretrained_style_torchvision(num_classes=5).eval()
+    with torch.no_grad():  # non-trivial frozen statistics, so a trainable BatchNorm (or another eps) would show
+        for m in ref.modules():
+            if type(m).__name__ == "FrozenBatchNorm2d":
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "frcnn.pth"
+    torch.save(ref.state_dict(), path)
+    ours = vision.create_model("fasterrcnn_resnet50_fpn", weights=str(path), num_classes=5, **SETTINGS).eval()
+    norms = [type(m).__name__ for m in ours.backbone.body.modules() if "BatchNorm" in type(m).__name__]
+    assert norms and set(norms) == {"FrozenBatchNorm2d"}
+    assert _trainable(ours) == _trainable(ref)
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in ours.state_dict().items())
+    with torch.no_grad():
+        expected = ref(photos[1:])
+        got = ours.predict(photos[1:], fast=False)
+    for e, g in zip(expected, got):
+        assert len(e["boxes"]) > 0
+        for key in ("boxes", "scores", "labels"):
+            assert torch.equal(g[key], e[key]), key
+    # trainable_backbone_layers applies with weights, as in torchvision
+    two = vision.create_model("fasterrcnn_resnet50_fpn", weights=str(path), num_classes=5, trainable_backbone_layers=2)
+    assert _trainable(two) == _trainable(_pretrained_style_torchvision(num_classes=5, trainable_layers=2))
 
 
 def test_weights_file_of_torchvision_loads_through_create_model(tmp_path):

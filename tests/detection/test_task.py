@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -17,7 +18,7 @@ from vision.engine import Trainer
 from vision.engine.checkpoint import read_safetensors_metadata
 from vision.engine.config import resolve_args
 from vision.engine.detection import DetectionTask, load_data_spec
-from vision.engine.detection_infer import load_detector, resolve_classes
+from vision.engine.detection_infer import _Runner, load_detector, resolve_classes
 
 from .conftest import TINY_RCNN
 
@@ -84,6 +85,66 @@ def test_trained_weights_reload_with_label_offset(mask_run):
     assert resolve_classes("circle,2", model.categories) == [0, 2]
     with pytest.raises(ValueError, match="unknown class"):
         resolve_classes(["hexagon"], model.categories)
+
+
+def test_copied_weights_file_infers_like_the_run(mask_run, tmp_path):
+    """A best.safetensors copied out of its run still knows its architecture, classes and label offset."""
+    copy = tmp_path / "elsewhere" / "cells.safetensors"
+    copy.parent.mkdir()
+    shutil.copy(mask_run / "weights" / "best.safetensors", copy)
+    original = load_detector(weights=str(mask_run / "weights" / "best.safetensors"))
+    copied = load_detector(weights=str(copy))
+    assert copied.num_classes == 4 and copied.categories == ["circle", "rectangle", "triangle"]
+    image = SyntheticShapes(1, size=128, seed=7)[0][0].float() / 255
+    a = original.predict([image], score_threshold=0.0)[0]
+    b = copied.predict([image], score_threshold=0.0)[0]
+    assert len(a["boxes"]) > 0 and set(a) == set(b) == {"boxes", "scores", "labels", "masks"}
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_classes_are_validated(mask_run):
+    names = ["circle", "rectangle", "triangle"]
+    assert resolve_classes([0, "2"], names) == [0, 2]
+    for bad in ("7", -1, "3"):
+        with pytest.raises(ValueError, match=r"out of range; valid: \[0, 2\] \(0=circle"):
+            resolve_classes(bad, names)
+    with pytest.raises(ValueError, match=r"index 3 .*\[0, 2\]"):
+        resolve_classes("1,3", None, num_classes=3)
+    assert resolve_classes("5", None) == [5]  # no names and no class count: nothing to check against
+    model = load_detector(weights=str(mask_run))  # the run folder works too
+    with pytest.raises(ValueError, match="index 7"):
+        _Runner(model, {"classes": 7, "conf": 0.1}, torch.device("cpu"))
+
+
+class _PlainDetector(torch.nn.Module):
+    """A detector whose predict takes no post-processing overrides (filtered afterwards by the tool)."""
+
+    num_classes = 2
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.fail = fail
+
+    def predict(self, images):
+        if self.fail:
+            raise TypeError("a real bug inside predict")
+        n = len(images)
+        det = {"boxes": torch.tensor([[0.0, 0, 4, 4], [1, 1, 5, 5], [2, 2, 6, 6]]),
+               "scores": torch.tensor([0.9, 0.5, 0.2]), "labels": torch.tensor([0, 1, 1])}  # fmt: skip
+        return [dict(det) for _ in range(n)]
+
+
+def test_runner_passes_only_accepted_overrides_and_keeps_errors():
+    args = {"conf": 0.3, "iou": 0.5, "max_det": 5, "classes": None}
+    runner = _Runner(_PlainDetector(), args, torch.device("cpu"))
+    assert runner.options == {}
+    out = runner([torch.zeros(3, 8, 8, dtype=torch.uint8)])
+    assert out[0]["scores"].tolist() == pytest.approx([0.9, 0.5])  # the threshold applied afterwards
+    with pytest.raises(TypeError, match="real bug"):  # not swallowed, not rerun without the overrides
+        _Runner(_PlainDetector(fail=True), args, torch.device("cpu"))([torch.zeros(3, 8, 8, dtype=torch.uint8)])
+    model = load_detector(model="faster_rcnn", weights="")  # a zoo detector takes all three overrides
+    assert set(_Runner(model, args, torch.device("cpu")).options) == {"score_threshold", "iou_threshold", "max_det"}
 
 
 def test_inference_tool_on_images_and_video(mask_run, tmp_path, capsys):

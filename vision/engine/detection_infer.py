@@ -20,6 +20,7 @@ name; each video as ``<stem>.mp4`` (OpenCV ``VideoCapture`` -> ``VideoWriter``, 
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Sequence
@@ -44,45 +45,63 @@ DETECTION_KEYS: dict[str, Any] = {
 }
 
 
-def _run_and_file(weights: str) -> tuple[Path, Path | None] | None:
-    """``(run folder, weights file or None)`` when ``weights`` is a training run or a file in its ``weights/``."""
+def _trained_file(weights: str) -> tuple[Path, dict[str, Any], Path | None] | None:
+    """``(weights file, its metadata, run folder or None)`` when ``weights`` names a file written by training.
+
+    That is a training run folder (``args.yaml`` + ``weights/``), any file inside a run's ``weights/``, or a
+    ``.safetensors`` file anywhere whose metadata names its model (a copied ``best.safetensors``)."""
+    from vision.engine.checkpoint import read_safetensors_metadata
+
     if not weights:
         return None
     p = Path(weights)
-    for candidate in (p, p.parent.parent if p.parent.name == "weights" else None):
-        if candidate is not None and (candidate / "args.yaml").is_file() and (candidate / "weights").is_dir():
-            return candidate, (p if p.is_file() else None)
-    return None
+    if p.is_dir():
+        if not ((p / "args.yaml").is_file() and (p / "weights").is_dir()):
+            return None
+        found = next((p / "weights" / n for n in ("best.safetensors", "last.safetensors")
+                      if (p / "weights" / n).is_file()), None)  # fmt: skip
+        if found is None:
+            raise FileNotFoundError(f"no weights in {p / 'weights'} (best.safetensors or last.safetensors)")
+        return found, read_safetensors_metadata(found), p
+    if not p.is_file():
+        return None
+    meta = read_safetensors_metadata(p) if p.suffix == ".safetensors" else {}
+    run = p.parent.parent if p.parent.name == "weights" and (p.parent.parent / "args.yaml").is_file() else None
+    if run is None and "model" not in meta:
+        return None  # a plain weight file: for create_model(model, weights=path)
+    return p, meta, run
 
 
 def load_detector(*, model: str = "", weights: str = "", device: torch.device | str = "cpu") -> nn.Module:
-    """A detector in eval mode: a training run's weights (its label offset and class names from the file's
-    metadata), or ``model`` from the registry with ``weights`` (tag, path, URL or ``None``)."""
+    """A detector in eval mode: a training run's weights (architecture, label offset and class names from the file's
+    safetensors metadata, else from the run's ``args.yaml``), or ``model`` from the registry with ``weights`` (tag,
+    path, URL or ``None``)."""
     import yaml
 
     import vision
-    from vision.engine.checkpoint import read_safetensors_metadata
     from vision.hub.download import load_state_dict_file
 
-    found = _run_and_file(str(weights or ""))
+    found = _trained_file(str(weights or ""))
     if found is None:
         if not model:
-            raise ValueError("model= is required (e.g. model=fasterrcnn_resnet50_fpn), unless weights= names a run")
+            raise ValueError(
+                "model= is required (e.g. model=fasterrcnn_resnet50_fpn), unless weights= names a training run or "
+                "a .safetensors file written by training"
+            )
         net = vision.create_model(model, weights=weights or None)
         if getattr(net, "categories", None) is None:
             card = getattr(net, "card", None)
             if card is not None and card.categories:
                 net.categories = list(card.categories[label_offset(net) :])
         return net.to(device).eval()
-    run, path = found
-    if path is None:
-        path = next((run / "weights" / n for n in ("best.safetensors", "last.safetensors")
-                     if (run / "weights" / n).is_file()), None)  # fmt: skip
-        if path is None:
-            raise FileNotFoundError(f"no weights in {run / 'weights'}")
-    args = yaml.safe_load((run / "args.yaml").read_text(encoding="utf-8")) or {}
-    meta = read_safetensors_metadata(path) if path.suffix == ".safetensors" else {}
+    path, meta, run = found
+    args = (yaml.safe_load((run / "args.yaml").read_text(encoding="utf-8")) or {}) if run is not None else {}
+    task = meta.get("task") or args.get("task")
+    if task is not None and task != "detection":
+        raise ValueError(f"{path} was written by a {task!r} training run, not a detection one")
     name = model or meta.get("model") or args.get("model")
+    if not name:
+        raise ValueError(f"{path} names no model in its metadata; pass model=<architecture>")
     kwargs = dict(meta.get("model_kwargs") or args.get("model_kwargs") or {})
     classes = meta.get("classes")
     offset = int(meta["label_offset"]) if "label_offset" in meta else label_offset(str(name))
@@ -98,8 +117,17 @@ def load_detector(*, model: str = "", weights: str = "", device: torch.device | 
     return net.to(device).eval()
 
 
-def resolve_classes(classes: Any, names: Sequence[str] | None) -> list[int] | None:
-    """``classes=`` (names and/or data-set indices; list or comma-separated string) -> data-set label indices."""
+def resolve_classes(classes: Any, names: Sequence[str] | None, num_classes: int | None = None) -> list[int] | None:
+    """``classes=`` (names and/or data-set indices; list or comma-separated string) -> data-set label indices.
+
+    Args:
+        classes: ``None``/``""`` (keep all), an index, a name, or a list / comma-separated string of them.
+        names: the model's class names (data-set label space), or ``None``.
+        num_classes: data-set classes of the model when it has no names (bounds the indices), or ``None``.
+
+    Raises:
+        ValueError: an unknown name, or an index outside ``[0, K)`` (``K = len(names)`` or ``num_classes``).
+    """
     if classes is None or classes == "":
         return None
     items = (
@@ -109,11 +137,17 @@ def resolve_classes(classes: Any, names: Sequence[str] | None) -> list[int] | No
         if isinstance(classes, list | tuple)
         else [classes]
     )
+    count = len(names) if names is not None else num_classes
     out = []
     for item in items:
         text = str(item).strip()
         if text.lstrip("-").isdigit():
-            out.append(int(text))
+            index = int(text)
+            if index < 0 or (count is not None and index >= count):
+                valid = f"[0, {count - 1}]" if count is not None else "indices >= 0"
+                known = f" ({', '.join(f'{i}={n}' for i, n in enumerate(names))})" if names is not None else ""
+                raise ValueError(f"classes: index {index} is out of range; valid: {valid}{known}")
+            out.append(index)
         elif names is not None and text in names:
             out.append(list(names).index(text))
         else:
@@ -156,27 +190,32 @@ class _Runner:
         self.offset = label_offset(model)
         self.names = getattr(model, "categories", None)
         self.conf = float(args["conf"]) if args.get("conf") is not None else None
-        self.classes = resolve_classes(args.get("classes"), self.names)
-        self.options: dict[str, Any] = {}
+        total = getattr(model, "num_classes", None)
+        self.classes = resolve_classes(
+            args.get("classes"), self.names, int(total) - self.offset if total is not None else None
+        )
+        wanted: dict[str, Any] = {}
         if self.conf is not None:
-            self.options["score_threshold"] = self.conf
+            wanted["score_threshold"] = self.conf
         if args.get("iou") is not None:
-            self.options["iou_threshold"] = float(args["iou"])
-        if args.get("max_det") is not None:
-            self.options["max_det"] = int(args["max_det"])
+            wanted["iou_threshold"] = float(args["iou"])
+        self.max_det = int(args["max_det"]) if args.get("max_det") is not None else None
+        if self.max_det is not None:
+            wanted["max_det"] = self.max_det
+        # the overrides this detector's predict takes (decided once; the rest is filtered afterwards)
+        params = inspect.signature(model.predict).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            self.options = wanted
+        else:
+            self.options = {k: v for k, v in wanted.items() if k in params}
         self.line_width = int(args.get("line_width") or 2)
 
     @torch.no_grad()
     def __call__(self, images: list[Tensor]) -> list[Detections]:
         x = [img.to(self.device).float().div_(255.0) for img in images]
-        try:
-            dets = self.model.predict(x, **self.options)
-        except TypeError:  # a detector without post-processing overrides: filter afterwards
-            dets = self.model.predict(x)
-        dets = to_dataset_detections(dets, self.offset)
+        dets = to_dataset_detections(self.model.predict(x, **self.options), self.offset)
         return [
-            filter_detections(d, score_threshold=self.conf, classes=self.classes, max_det=self.options.get("max_det"))
-            for d in dets
+            filter_detections(d, score_threshold=self.conf, classes=self.classes, max_det=self.max_det) for d in dets
         ]
 
     def draw(self, image: Tensor, det: Detections) -> Tensor:

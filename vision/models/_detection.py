@@ -39,7 +39,6 @@ __all__ = [
     "Detections",
     "as_image_list",
     "check_targets",
-    "empty_detections",
     "filter_detections",
     "label_offset",
     "split_padded",
@@ -142,20 +141,6 @@ def to_dataset_detections(detections: Sequence[Mapping[str, Tensor]], offset: in
     if offset == 0:
         return [dict(d) for d in detections]
     return [{**d, "labels": d["labels"] - offset} for d in detections]
-
-
-def empty_detections(
-    device: torch.device | str | None = None, *, masks_size: tuple[int, int] | None = None
-) -> Detections:
-    """Detections of an image with nothing found (``masks [0, 1, H, W]`` when ``masks_size`` is given)."""
-    out = {
-        "boxes": torch.zeros(0, 4, device=device),
-        "scores": torch.zeros(0, device=device),
-        "labels": torch.zeros(0, dtype=torch.int64, device=device),
-    }
-    if masks_size is not None:
-        out["masks"] = torch.zeros(0, 1, *masks_size, device=device)
-    return out
 
 
 def split_padded(

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 
-from vision.models._detection import Detections
+from vision.models._detection import Detections, split_padded
 from vision.ops.masks import paste_masks
 from vision.ops.nms import multiclass_nms
 
@@ -159,7 +159,15 @@ def _mask_probs(
 
 
 def fast_predict(model: Any, images: list[Tensor], *, amp: bool = True, channels_last: bool = True) -> list[Detections]:
-    """Detections of an R-CNN model (eval mode) on ``images`` (float ``[3, H, W]`` in [0, 1]) by the fast path."""
+    """Detections of an R-CNN model (eval mode) on ``images`` (float ``[3, H_i, W_i]`` in [0, 1]) by the fast path.
+
+    Returns one dict per image: ``boxes`` float32 ``[N, 4]`` (xyxy, input pixels), ``scores`` float32 ``[N]``,
+    ``labels`` int64 ``[N]`` (model labels), and for Mask R-CNN ``masks`` float32 ``[N, 1, H_i, W_i]``.
+
+    On CUDA with ``channels_last`` the first call converts the model's convolution weights to channels_last memory
+    format and leaves them so (values, state dict and the exact path are unchanged; converting back each call would
+    cost a copy of every weight). Call ``model.to(memory_format=torch.contiguous_format)`` to undo it.
+    """
     original = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
     image_list = _transform(model.transform, images)
     x = image_list.tensors
@@ -178,7 +186,7 @@ def fast_predict(model: Any, images: list[Tensor], *, amp: bool = True, channels
             roi_heads, features, proposals, counts, image_list.image_sizes
         )
         n = det_counts.tolist()  # the one host sync
-        dets = [{"boxes": boxes[b, :k], "scores": scores[b, :k], "labels": labels[b, :k]} for b, k in enumerate(n)]
+        dets = split_padded(boxes, scores, labels, n)
         probs = _mask_probs(roi_heads, features, dets, image_list.image_sizes) if roi_heads.has_mask() else None
     # back to the input images' pixels: one multiply for the batch
     dev = boxes.device
@@ -187,7 +195,7 @@ def fast_predict(model: Any, images: list[Tensor], *, amp: bool = True, channels
     ratio = orig / resized  # [B, 2] (h, w), float32 like torchvision's resize_boxes
     ratio = torch.stack((ratio[:, 1], ratio[:, 0], ratio[:, 1], ratio[:, 0]), 1).view(-1, 1, 4)
     boxes = boxes * ratio
-    out = [{"boxes": boxes[b, :k], "labels": labels[b, :k], "scores": scores[b, :k]} for b, k in enumerate(n)]
+    out = split_padded(boxes, scores, labels, n)
     if probs is not None:
         groups: dict[tuple[int, int], list[int]] = {}
         for b, size in enumerate(original):

@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -215,7 +216,7 @@ class _RCNNMixin:
 
 
 def _torchvision_kwargs(backbone: BackboneFPN, kwargs: dict[str, Any]) -> dict[str, Any]:
-    kwargs.setdefault("size_divisible", backbone.size_divisibility)
+    kwargs.setdefault("size_divisible", getattr(backbone, "size_divisibility", 32))
     return kwargs
 
 
@@ -456,9 +457,6 @@ def _assemble(
     arch: Mapping[str, Any],
     kwargs: dict[str, Any],
 ) -> nn.Module:
-    unknown = set(arch) - set(ARCH_DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown architecture keywords {sorted(unknown)}")
     arch = {**ARCH_DEFAULTS, **arch}
     body = build_backbone_fpn(
         backbone,
@@ -557,9 +555,8 @@ _RESNET_LAYERS = ("layer4", "layer3", "layer2", "layer1", "conv1")
 
 
 def _freeze_resnet_layers(body: nn.Module, trainable_layers: int) -> None:
-    """torchvision's ``trainable_backbone_layers``: only the last ``trainable_layers`` of layer4 ... conv1 train."""
-    if not 0 <= trainable_layers <= 5:
-        raise ValueError(f"trainable_backbone_layers must be in [0, 5], got {trainable_layers}")
+    """torchvision's ``trainable_backbone_layers``: only the last ``trainable_layers`` (0-5, checked by the caller)
+    of layer4 ... conv1 train."""
     train = list(_RESNET_LAYERS[:trainable_layers])
     if trainable_layers == 5:
         train.append("bn1")
@@ -616,7 +613,8 @@ def _resnet50_fpn(
     card: WeightsCard | None,
     kwargs: dict[str, Any],
 ) -> nn.Module:
-    """torchvision's ResNet-50-FPN R-CNN recipe; ``weights`` is only set when the builder is called directly."""
+    """torchvision's ResNet-50-FPN R-CNN recipe. ``weights`` (a tag, ``True``, a path or a URL; ``create_model``
+    passes paths and URLs here) is loaded after building the model as torchvision builds it for pretrained weights."""
     kwargs.pop("progress", None)
     source: Any = None
     weights = _weights_tag(weights)
@@ -634,11 +632,23 @@ def _resnet50_fpn(
     )
     if source is not None or card is not None:
         backbone_weights = None  # the whole model's weights replace the backbone's
+    # torchvision's rule: any weights (the model's, a file's, or the backbone's) -> FrozenBatchNorm (v1) and 3
+    # trainable backbone layers; from scratch every layer trains
     is_trained = source is not None or card is not None or backbone_weights is not None
     norm = kwargs.pop("norm", None) or ("frozen_bn" if is_trained and not v2 else "bn")
     bn_eps = kwargs.pop("bn_eps", None)
     if trainable_backbone_layers is None:
         trainable_backbone_layers = 3 if is_trained else 5
+    elif not 0 <= trainable_backbone_layers <= 5:
+        raise ValueError(f"trainable_backbone_layers must be in [0, 5], got {trainable_backbone_layers}")
+    elif not is_trained and trainable_backbone_layers != 5:
+        warnings.warn(
+            f"{name}: trainable_backbone_layers={trainable_backbone_layers} has no effect without weights or "
+            "weights_backbone (freezing randomly initialised layers); all 5 layers are trainable, as in torchvision",
+            UserWarning,
+            stacklevel=3,
+        )
+        trainable_backbone_layers = 5
     arch = {"fpn_norm": "bn" if v2 else None, "rpn_conv_depth": 2 if v2 else 1, "box_head": "conv" if v2 else "mlp",
             "mask_head_norm": "bn" if v2 and masks else None}  # fmt: skip
     model = _assemble(
@@ -661,7 +671,9 @@ _DOC = """torchvision's ``{name}`` (same state dict, same detections); COCO weig
     Arguments are torchvision's: ``weights`` (when calling the builder directly: ``"tv_coco"``, ``True``, a path,
     or torchvision's enum), ``num_classes`` (background included; default 91), ``weights_backbone`` (``"tv_in1k"``,
     a path, or torchvision's enum; default ``None``: nothing is downloaded implicitly), ``trainable_backbone_layers``
-    (0-5, default 3 with weights else 5), and the :class:`{cls}` keywords (``min_size``, ``box_score_thresh`` ...).
+    (0-5, default 3 with weights else 5; without any weights every layer trains and another value warns, as in
+    torchvision), and the :class:`{cls}` keywords (``min_size``, ``box_score_thresh`` ...). With any weights (the
+    model's or the backbone's; ``create_model(name, weights=path)`` included) the v1 models use FrozenBatchNorm2d.
     """
 
 

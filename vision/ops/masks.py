@@ -85,7 +85,8 @@ def paste_masks(
 
     Returns:
         ``[N, 1, H, W]`` float32 (or bool) masks; zero outside each box. Same values as torchvision's
-        ``paste_masks_in_image(masks, boxes, image_size, padding)`` within 2e-5.
+        ``paste_masks_in_image(masks, boxes, image_size, padding)`` within 2e-5. Computed in float32 even inside an
+        ``torch.autocast`` region.
     """
     if masks.dim() == 4:
         if masks.shape[1] != 1:
@@ -100,14 +101,16 @@ def paste_masks(
     out_dtype = torch.bool if threshold is not None else torch.float32
     if N == 0:
         return torch.zeros(0, 1, H, W, dtype=out_dtype, device=masks.device)
-    grid = F.pad(masks.to(torch.float32), (padding,) * 4)  # [N, Mh + 2p, Mw + 2p]
-    Mw = masks.shape[-1]
-    ib = _expanded_int_boxes(boxes, float(Mw + 2 * padding) / Mw)
-    width = (ib[:, 2] - ib[:, 0] + 1).clamp_(min=1)
-    height = (ib[:, 3] - ib[:, 1] + 1).clamp_(min=1)
-    wx = _axis_weights(ib[:, 0], width, W, grid.shape[2])  # [N, W, Win]
-    wy = _axis_weights(ib[:, 1], height, H, grid.shape[1])  # [N, H, Hin]
-    out = torch.bmm(torch.bmm(wy, grid), wx.transpose(1, 2))  # [N, H, W]
+    # float32 whatever the caller's autocast (e.g. a trainer's bf16 evaluation): bf16 products would be off by ~1e-2
+    with torch.autocast(masks.device.type, enabled=False):
+        grid = F.pad(masks.to(torch.float32), (padding,) * 4)  # [N, Mh + 2p, Mw + 2p]
+        Mw = masks.shape[-1]
+        ib = _expanded_int_boxes(boxes, float(Mw + 2 * padding) / Mw)
+        width = (ib[:, 2] - ib[:, 0] + 1).clamp_(min=1)
+        height = (ib[:, 3] - ib[:, 1] + 1).clamp_(min=1)
+        wx = _axis_weights(ib[:, 0], width, W, grid.shape[2])  # [N, W, Win]
+        wy = _axis_weights(ib[:, 1], height, H, grid.shape[1])  # [N, H, Hin]
+        out = torch.bmm(torch.bmm(wy, grid), wx.transpose(1, 2))  # [N, H, W]
     if threshold is not None:
         return (out > threshold).unsqueeze(1)
     return out.unsqueeze(1)
