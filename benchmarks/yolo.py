@@ -9,7 +9,10 @@
 2. **Training** (images/s) on BCCD at 640 px, batch 16: ours through ``tools/train.py``'s trainer with the
    ``yolo_n_bccd`` / ``yolo_s_bccd`` recipes (GPU augmentation with mosaic, bf16, EMA); ultralytics'
    ``YOLO("yolov8n.yaml").train(...)`` with its defaults (CPU augmentation with mosaic, AMP, EMA) on the same images
-   converted to its label format. Throughput is the median over the epochs after the first, validation excluded.
+   converted to its label format. Both sides run with ``close_mosaic=0`` (mosaic in every epoch): the recipes close
+   it for their last 5 epochs and ultralytics for its last 10, which in a short benchmark run would switch mosaic off
+   on one side only. Throughput is the median over the epochs after the first, validation excluded; each side's
+   images per epoch are counted as its loader yields them (ours drops the last partial batch, ultralytics keeps it).
 
 ultralytics is not a dependency of vision-zoo: when it is not installed only our side runs (ratios are skipped).
 
@@ -104,7 +107,7 @@ def ours_training(size: str, args: Any, device: torch.device, workdir: Path) -> 
         f"recipe=yolo_{size}_bccd", f"epochs={args.train_epochs}", f"imgsz={args.train_imgsz}",
         f"model_kwargs.imgsz={args.train_imgsz}", f"batch={args.train_batch}", f"device={device}",
         f"val_period={10**6}", "plots=false", "tensorboard=false", f"project={workdir}", f"name=ours_{size}",
-        f"fraction={args.fraction}", f"workers={args.workers}",
+        f"fraction={args.fraction}", f"workers={args.workers}", "close_mosaic=0",
     ]  # fmt: skip
     cfg = resolve_args(argv)
     run_dir = Trainer(cfg).fit()
@@ -114,7 +117,7 @@ def ours_training(size: str, args: Any, device: torch.device, workdir: Path) -> 
     from vision.data import bccd
 
     n = len(bccd(split="train"))
-    images = int(n * args.fraction) // args.train_batch * args.train_batch
+    images = max(1, int(n * args.fraction)) // args.train_batch * args.train_batch  # subset, last partial batch dropped
     return _epoch_rate(times, images)
 
 
@@ -163,9 +166,10 @@ def ultralytics_training(size: str, args: Any, device: torch.device, workdir: Pa
         data=str(data), epochs=args.train_epochs, imgsz=args.train_imgsz, batch=args.train_batch,
         device=0 if device.type == "cuda" else "cpu", workers=args.workers, val=False, plots=False,
         project=str(workdir), name=f"ultralytics_{size}", pretrained=False, fraction=args.fraction, verbose=False,
+        close_mosaic=0,
     )  # fmt: skip
     n = len(list((workdir / "bccd_yolo" / "images" / "train").iterdir()))
-    return _epoch_rate(times, int(n * args.fraction) // args.train_batch * args.train_batch)
+    return _epoch_rate(times, max(1, round(n * args.fraction)))  # its subset (rounded), last partial batch kept
 
 
 # ------------------------------------------------------------------------------------------------------------ main

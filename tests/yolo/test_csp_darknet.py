@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import vision
-from vision.backbones.csp_darknet import SIZES
+from vision.backbones.csp_darknet import SIZES, SPPF, Bottleneck, C2f
 from vision.necks.pafpn import PAFPN
 from vision.registry import NECKS
 
@@ -47,3 +48,40 @@ def test_pafpn_over_a_foreign_backbone():
     }
     with pytest.raises(ValueError, match="double their stride"):
         PAFPN([backbone.specs[0], backbone.specs[2]])
+
+
+def _inputs_of(module: torch.nn.Module) -> list[torch.Tensor]:
+    seen: list[torch.Tensor] = []
+    module.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    return seen
+
+
+@torch.no_grad()
+def test_blocks_compute_their_definitions():
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 12, 10)
+    # bottleneck: two 3x3 ConvBNAct, plus the input with the shortcut
+    block = Bottleneck(16, shortcut=True).eval()
+    plain = Bottleneck(16, shortcut=False).eval()
+    plain.load_state_dict(block.state_dict())
+    assert torch.allclose(block(x), plain(x) + x)
+    assert sum(p.numel() for p in block.parameters()) == 2 * (16 * 16 * 9 + 2 * 16)
+    # C2f: the fusion reads [both halves of the 1x1 expansion, every bottleneck output of the chain on the 2nd half]
+    c2f = C2f(16, 24, n=2, shortcut=True).eval()  # hidden width 12
+    merged = _inputs_of(c2f.merge)
+    chain_in = [_inputs_of(b) for b in c2f.chain]
+    out = c2f(x)
+    assert out.shape == (2, 24, 12, 10)
+    expanded = c2f.expand(x)
+    first = c2f.chain[0](expanded[:, 12:])
+    second = c2f.chain[1](first)
+    assert torch.equal(chain_in[0][0], expanded[:, 12:]) and torch.allclose(chain_in[1][0], first)
+    assert torch.allclose(merged[0], torch.cat([expanded, first, second], 1))
+    assert c2f.merge[0].in_channels == (2 + 2) * 12
+    # SPPF: chained 5x5 stride-1 max-pools = pools of 5, 9 and 13 on the reduced map, concatenated after it
+    sppf = SPPF(16, 20).eval()
+    merged = _inputs_of(sppf.merge)
+    assert sppf(x).shape == (2, 20, 12, 10)
+    reduced = sppf.reduce(x)
+    pools = [F.max_pool2d(reduced, k, 1, k // 2) for k in (5, 9, 13)]
+    assert torch.equal(merged[0], torch.cat([reduced, *pools], 1))

@@ -87,3 +87,38 @@ def test_any_backbone_trains_and_predicts():
             assert det["labels"].min() >= 1 and det["labels"].max() <= 3
             assert (det["boxes"][:, 2] <= W).all() and (det["boxes"][:, 3] <= H).all()
     assert model.rebuild_kwargs["backbone"] == "resnet18" and "backbone_weights" not in model.rebuild_kwargs
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        ([2, 0], r"target 1: labels \[0\] are outside \[1, 4\): SSD labels are model labels with 0 the background"),
+        ([4, 1], r"target 1: labels \[4\] are outside \[1, 4\)"),
+        ([-1, 1], r"target 1: labels \[-1\] are outside"),
+        ([1], "target 1: 2 boxes but 1 labels"),
+    ],
+    ids=["background", "too-large", "negative", "count-mismatch"],
+)
+def test_bad_labels_raise_naming_the_target(labels, match):
+    model = vision.create_model("ssd", backbone="resnet18", num_classes=4, size=96)  # 3 classes + background
+    targets = [
+        {"boxes": torch.tensor([[10.0, 20.0, 60.0, 90.0]]), "labels": torch.tensor([3])},
+        {"boxes": torch.tensor([[5.0, 5.0, 40.0, 30.0], [50.0, 50.0, 70.0, 70.0]]), "labels": torch.tensor(labels)},
+    ]
+    with pytest.raises(ValueError, match=match):
+        model.loss(torch.rand(2, 3, 100, 120), targets)
+
+
+def test_backbone_without_stride_16_and_32_maps_is_refused(monkeypatch):
+    import dataclasses
+
+    real = vision.create_backbone
+
+    def odd_strides(name, **kwargs):  # a backbone whose stages are at strides 12, 24, 48, 96
+        body = real(name, **kwargs)
+        body.feature_info = [dataclasses.replace(s, stride=s.stride * 3) for s in body.feature_info]
+        return body
+
+    monkeypatch.setattr(vision, "create_backbone", odd_strides)
+    with pytest.raises(ValueError, match=r"needs feature maps at strides 16 and 32; the backbone's stages are"):
+        vision.create_model("ssd", backbone="resnet18", num_classes=4)

@@ -54,62 +54,75 @@ class ConvBNAct(nn.Sequential):
 
 
 class Bottleneck(nn.Module):
-    """Two 3x3 ``ConvBNAct`` (``c -> c -> c``) with an optional identity shortcut: ``[B, c, H, W]`` -> same."""
+    """Residual pair of 3x3 ``ConvBNAct`` keeping the width: ``[B, c, H, W] -> [B, c, H, W]``.
+
+    ``y = body(x) + x`` with ``shortcut=True``, else ``y = body(x)``; ``body`` is two 3x3 ``ConvBNAct`` ``c -> c``.
+    """
 
     def __init__(self, channels: int, *, shortcut: bool = True) -> None:
         super().__init__()
-        self.cv1 = ConvBNAct(channels, channels, 3)
-        self.cv2 = ConvBNAct(channels, channels, 3)
-        self.shortcut = shortcut
+        self.body = nn.Sequential(ConvBNAct(channels, channels, 3), ConvBNAct(channels, channels, 3))
+        self.residual = bool(shortcut)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.cv2(self.cv1(x))
-        return x + y if self.shortcut else y
+        out = self.body(x)
+        if self.residual:
+            out = out + x
+        return out
 
 
 class C2f(nn.Module):
-    """CSP block with two 1x1 fusions and every bottleneck output kept: ``[B, c_in, H, W] -> [B, c_out, H, W]``.
+    """Cross-stage partial block that keeps every intermediate map: ``[B, c_in, H, W] -> [B, c_out, H, W]``.
 
-    ``cv1`` (1x1) makes ``2h`` channels (``h = c_out * expansion``) split into two halves; ``n`` bottlenecks run on the
-    second half one after another; the two halves and all ``n`` bottleneck outputs (``(2 + n) h`` channels) are fused
-    by ``cv2`` (1x1).
+    Split-transform-merge (CSPNet) with ``h = int(c_out * expansion)``:
+
+    1. ``expand`` (1x1 ``ConvBNAct``) maps the input to ``2h`` channels, read as two parts of ``h``;
+    2. the second part runs through a chain of ``n`` :class:`Bottleneck` (width ``h``), each reading the previous
+       one's output;
+    3. ``merge`` (1x1 ``ConvBNAct``) fuses the ``2h`` expanded channels and the ``n`` chain outputs (``(2 + n) h``
+       channels, concatenated in that order) to ``c_out``.
     """
 
     def __init__(self, c_in: int, c_out: int, *, n: int = 1, shortcut: bool = False, expansion: float = 0.5) -> None:
         super().__init__()
-        hidden = int(c_out * expansion)
-        self.hidden = hidden
-        self.cv1 = ConvBNAct(c_in, 2 * hidden, 1)
-        self.blocks = nn.ModuleList(Bottleneck(hidden, shortcut=shortcut) for _ in range(n))
-        self.cv2 = ConvBNAct((2 + n) * hidden, c_out, 1)
+        self.hidden = int(c_out * expansion)
+        self.expand = ConvBNAct(c_in, 2 * self.hidden, 1)
+        self.chain = nn.ModuleList(Bottleneck(self.hidden, shortcut=shortcut) for _ in range(n))
+        self.merge = ConvBNAct((2 + len(self.chain)) * self.hidden, c_out, 1)
         self.out_channels = c_out
 
     def forward(self, x: Tensor) -> Tensor:
-        parts = list(self.cv1(x).chunk(2, 1))
-        for block in self.blocks:
-            parts.append(block(parts[-1]))
-        return self.cv2(torch.cat(parts, 1))
+        expanded = self.expand(x)
+        kept = [expanded]  # both parts, in channel order
+        stream = expanded[:, self.hidden :]
+        for block in self.chain:
+            stream = block(stream)
+            kept.append(stream)
+        return self.merge(torch.cat(kept, dim=1))
 
 
 class SPPF(nn.Module):
-    """Spatial pyramid pooling as three sequential ``k x k`` max-pools (receptive fields k, 2k-1, 3k-2).
+    """Fast spatial pyramid pooling: one ``k x k`` stride-1 max-pool applied three times in a row, so the three
+    pooled maps see windows of ``k``, ``2k - 1`` and ``3k - 2`` pixels: ``[B, c_in, H, W] -> [B, c_out, H, W]``.
 
-    ``[B, c_in, H, W] -> [B, c_out, H, W]``: 1x1 to ``c_in / 2``, pool three times, concatenate the four maps, 1x1.
+    ``reduce`` (1x1 ``ConvBNAct``) to ``h = c_in // 2`` channels, the three pooled maps concatenated after the reduced
+    map (``4h`` channels), ``merge`` (1x1 ``ConvBNAct``) to ``c_out``.
     """
 
     def __init__(self, c_in: int, c_out: int, *, kernel: int = 5) -> None:
         super().__init__()
         hidden = c_in // 2
-        self.cv1 = ConvBNAct(c_in, hidden, 1)
-        self.pool = nn.MaxPool2d(kernel, 1, kernel // 2)
-        self.cv2 = ConvBNAct(4 * hidden, c_out, 1)
+        self.reduce = ConvBNAct(c_in, hidden, 1)
+        self.pool = nn.MaxPool2d(kernel_size=kernel, stride=1, padding=kernel // 2)
+        self.merge = ConvBNAct(4 * hidden, c_out, 1)
         self.out_channels = c_out
 
     def forward(self, x: Tensor) -> Tensor:
-        y = [self.cv1(x)]
-        for _ in range(3):
-            y.append(self.pool(y[-1]))
-        return self.cv2(torch.cat(y, 1))
+        reduced = self.reduce(x)
+        small = self.pool(reduced)
+        medium = self.pool(small)
+        large = self.pool(medium)
+        return self.merge(torch.cat((reduced, small, medium, large), dim=1))
 
 
 # --------------------------------------------------------------------------------------------------------- model

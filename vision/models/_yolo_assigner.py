@@ -70,7 +70,8 @@ def task_aligned_assign(
         pred_scores: ``[B, N, C]`` predicted class probabilities in [0, 1] (after the sigmoid).
         pred_boxes: ``[B, N, 4]`` predicted boxes, ``xyxy`` pixels.
         anchor_points: ``[N, 2]`` anchor centres ``(x, y)`` in pixels.
-        gt_labels: int64 ``[B, M]`` classes in ``[0, C)`` (padding: any value in range).
+        gt_labels: int64 ``[B, M]`` classes in ``[0, C)`` on valid rows (not checked here: callers validate, as
+            :meth:`vision.models.yolo.YOLO.loss` does); padding rows may hold any value.
         gt_boxes: ``[B, M, 4]`` ``xyxy`` pixels.
         gt_valid: bool ``[B, M]``, false for padding rows.
         topk: positives per box (at most).
@@ -98,7 +99,7 @@ def task_aligned_assign(
     pred_scores = pred_scores.float()
     pred_boxes = pred_boxes.float()
     gt_boxes = gt_boxes.float()
-    labels = gt_labels.long().clamp(0, C - 1)
+    labels = torch.where(gt_valid, gt_labels.long(), 0)  # padding rows: any value; real rows must be in [0, C)
     # 1. candidates: anchor centre strictly inside the box (and the box is real)
     xy = anchor_points.float().view(1, 1, N, 2)
     deltas = torch.cat([xy - gt_boxes[:, :, None, :2], gt_boxes[:, :, None, 2:] - xy], -1)  # [B, M, N, 4]

@@ -17,28 +17,49 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vision.models._detection import as_image_list
+
 __all__ = ["GraphedCall", "as_float_images", "letterbox", "pad_to_stride", "split_detections", "unletterbox"]
 
 FILL = 114 / 255
 
 
 def as_float_images(images: Tensor | Sequence[Tensor]) -> list[Tensor] | Tensor:
-    """Validate detector input: float ``[B, 3, H, W]`` or a list of ``[3, H, W]`` in [0, 1] (``uint8`` is scaled)."""
+    """Validate YOLO input and return it as float32 in [0, 1], keeping its form.
+
+    Args:
+        images: a float or ``uint8`` ``[B, 3, H, W]`` tensor (a single ``[3, H, W]`` is one image), or a list of
+            ``[3, H_i, W_i]`` (``[1, H_i, W_i]`` is repeated to 3 channels; validated by
+            :func:`~vision.models._detection.as_image_list`). ``uint8`` is divided by 255; other floating dtypes
+            (float64, float16 ...) are cast to float32.
+
+    Returns:
+        ``[B, 3, H, W]`` float32 for a tensor, a list of float32 ``[3, H_i, W_i]`` for a list.
+
+    Raises:
+        TypeError / ValueError: naming the offending image: wrong shape, non-float dtype, empty list, ``H`` or ``W``
+            of 0.
+    """
     if isinstance(images, Tensor):
-        if images.dim() == 3:
-            images = images[None]
-        if images.dim() != 4 or images.shape[1] != 3:
+        batch = images[None] if images.dim() == 3 else images
+        if batch.dim() != 4 or batch.shape[1] != 3:
             raise ValueError(f"expected images [B, 3, H, W] or a list of [3, H, W], got shape {tuple(images.shape)}")
-        return images.float() / 255 if images.dtype == torch.uint8 else images
-    out = []
-    for i, im in enumerate(images):
-        if not isinstance(im, Tensor) or im.dim() != 3 or im.shape[0] != 3:
-            shape = tuple(im.shape) if isinstance(im, Tensor) else type(im).__name__
-            raise ValueError(f"images[{i}] must be a tensor [3, H, W] in [0, 1], got {shape}")
-        out.append(im.float() / 255 if im.dtype == torch.uint8 else im)
+        if batch.shape[0] == 0:
+            raise ValueError("got a batch of 0 images")
+        if batch.shape[-2] == 0 or batch.shape[-1] == 0:
+            raise ValueError(f"images have an empty side: shape {tuple(images.shape)}")
+        if batch.dtype == torch.uint8:
+            return batch.float() / 255
+        if not batch.is_floating_point():
+            raise TypeError(f"images must be float in [0, 1] or uint8, got {batch.dtype}")
+        return batch.float()
+    out = as_image_list(images)
     if not out:
         raise ValueError("got an empty list of images")
-    return out
+    for i, im in enumerate(out):
+        if im.shape[-2] == 0 or im.shape[-1] == 0:
+            raise ValueError(f"image {i} is empty: shape {tuple(im.shape)}")
+    return [im.float() for im in out]
 
 
 def _round_up(x: int, k: int) -> int:

@@ -10,7 +10,9 @@ matcher, hard-negative-mining loss and resize/normalise transform) with the visi
   ``[3, H_i, W_i]`` in [0, 1], any size (resized to the model's fixed size inside); returns one dict per image with
   ``boxes`` float32 ``[N, 4]`` xyxy in that image's pixels, ``scores`` ``[N]``, ``labels`` int64 ``[N]``.
 - ``model.loss(images, targets)``: targets ``{"boxes" [N, 4] xyxy pixels, "labels" int64 [N]}`` in the model's label
-  space; returns ``{"bbox_regression", "classification"}`` in train or eval mode; degenerate boxes are dropped.
+  space (``1..num_classes-1``: data-set label + 1, as :func:`vision.models._detection.to_model_targets` makes them;
+  label 0, the background, or a label ``>= num_classes`` raises ``ValueError`` naming the target); returns
+  ``{"bbox_regression", "classification"}`` in train or eval mode; degenerate boxes are dropped.
 - Post-processing: per class the ``topk_candidates`` best scores above ``score_thresh``, then one call of our
   :func:`vision.ops.batched_nms` for the whole batch (groups = image x class) instead of torchvision's per-image loop;
   the kept detections are exactly torchvision's.
@@ -24,7 +26,7 @@ Registered models:
 - ``ssd300_vgg16`` and ``ssdlite320_mobilenet_v3_large``: torchvision's architectures; their COCO state dicts (the
   cards' files, or ``torchvision.models.detection.ssd300_vgg16(...).state_dict()``) load unchanged and give the same
   detections.
-- ``ssd(backbone=NAME, size=320)``: any registered backbone's two deepest feature maps (strides 16 and 32) plus four
+- ``ssd(backbone=NAME, size=320)``: any registered backbone's feature maps at strides 16 and 32 plus four
   extra stride-2 blocks (:class:`SSDExtraLayers`) -> torchvision's ``SSDHead`` over torchvision's
   ``DefaultBoxGenerator`` boxes.
 
@@ -138,11 +140,18 @@ class SSD(tv_ssd.SSD):
             self.train(was_training)
 
     def loss(self, images: Tensor | Sequence[Tensor], targets: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
-        """``{"bbox_regression", "classification"}`` losses (torchvision's matching and hard-negative mining)."""
+        """``{"bbox_regression", "classification"}`` losses (torchvision's matching and hard-negative mining).
+
+        ``targets``: one ``{"boxes" float [N_i, 4] xyxy pixels, "labels" int64 [N_i]}`` per image, labels in the
+        model's label space ``[1, num_classes)`` (label 0 is the background). ``ValueError`` names the target whose
+        label is out of range or whose box and label counts differ.
+        """
         device = next(self.parameters()).device
         imgs = [im.to(device) for im in as_image_list(images)]
+        checked = check_targets(targets, len(imgs))
+        self._check_labels([t["labels"] for t in checked])
         clean = []
-        for t in check_targets(targets, len(imgs)):
+        for t in checked:
             boxes, labels = t["boxes"].to(device), t["labels"].to(device)
             ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             clean.append({"boxes": boxes[ok], "labels": labels[ok]})
@@ -157,6 +166,24 @@ class SSD(tv_ssd.SSD):
             else:
                 matched.append(self.proposal_matcher(box_ops.box_iou(target["boxes"], anchors_i)))
         return self.compute_loss(resized, head_outputs, anchors, matched)
+
+    def _check_labels(self, labels: Sequence[Tensor]) -> None:
+        """``ValueError`` naming the first target with a label outside ``[1, num_classes)``."""
+        sizes = [int(lab.numel()) for lab in labels]
+        if not sum(sizes):
+            return
+        flat = torch.cat([lab.reshape(-1).to(labels[0].device) for lab in labels])
+        wrong = (flat < 1) | (flat >= self.num_classes)
+        if not bool(wrong.any()):  # one host synchronisation for the batch
+            return
+        for i, (part, values) in enumerate(zip(wrong.split(sizes), flat.split(sizes))):
+            if bool(part.any()):
+                bad = values[part].unique().tolist()
+                raise ValueError(
+                    f"target {i}: labels {bad} are outside [1, {self.num_classes}): SSD labels are model labels with "
+                    f"0 the background (num_classes={self.num_classes} counts it), i.e. data-set label + 1 "
+                    "(vision.models._detection.to_model_targets(targets, 1))"
+                )
 
     def _features(self, x: Tensor) -> list[Tensor]:
         features = self.backbone(x)
@@ -355,7 +382,9 @@ def ssd(
     card: WeightsCard | None = None,
     **kwargs: Any,
 ) -> SSD:
-    """SSD over any registered backbone: its two deepest maps + extra blocks -> torchvision's SSDHead.
+    """SSD over any registered backbone: its stride-16 and stride-32 maps + extra blocks -> torchvision's SSDHead.
+
+    ``ValueError`` when the backbone has no feature map at stride 16 or 32.
 
     Args:
         backbone: a ``BACKBONES`` name (``"resnet50"``, ``"vgg16"``, ``"efficientnet_b0"``, ``"timm/<name>"``).
@@ -376,11 +405,17 @@ def ssd(
 
     common = {"weights": backbone_weights, "frozen_stages": frozen_stages, "norm": norm}
     body = vision.create_backbone(backbone, **common)
-    last = len(body.feature_info) - 1
-    if isinstance(body, FeatureExtractor):
-        body.out_indices = (last - 1, last)  # same network, fewer returned maps
+    strides = {s.stride: i for i, s in enumerate(body.feature_info)}
+    if 16 not in strides or 32 not in strides:
+        raise ValueError(
+            f"ssd(backbone={backbone!r}) needs feature maps at strides 16 and 32; the backbone's stages are "
+            f"{[(s.name, s.stride) for s in body.feature_info]}"
+        )
+    chosen = (strides[16], strides[32])
+    if isinstance(body, FeatureExtractor) and max(chosen) == max(body.out_indices):
+        body.out_indices = chosen  # same network, fewer returned maps
     else:
-        body = vision.create_backbone(backbone, out_indices=(last - 1, last), **common)
+        body = vision.create_backbone(backbone, out_indices=chosen, **common)
     extra = SSDExtraLayers(body, widths=extra_widths)
     n_maps = len(extra.out_channels)
     if aspect_ratios is None:

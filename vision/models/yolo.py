@@ -15,8 +15,8 @@ back to each input image.
 Label space: ``num_classes = K`` object classes, labels ``0..K-1`` (no background class).
 
 Registered models: ``yolo_n``, ``yolo_s``, ``yolo_m``, ``yolo_l`` (own CSP-Darknet backbone; parameters and FLOPs of
-the common YOLOv8 sizes, see ``tests/yolo/test_sizes.py``), and ``yolo(backbone=NAME, size="n"|"s"|"m"|"l")`` over
-any registered backbone (``resnet50``, ``efficientnet_b0``, ``vgg16``, ``timm/<name>`` ...; its stride-8/16/32
+the common YOLOv8 sizes, checked by ``tests/yolo/test_models.py``), and ``yolo(backbone=NAME, size="n"|"s"|"m"|"l")``
+over any registered backbone (``resnet50``, ``efficientnet_b0``, ``vgg16``, ``timm/<name>`` ...; its stride-8/16/32
 features feed a PAN-FPN of the size's widths).
 
 Example:
@@ -29,16 +29,17 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-import vision.backbones.csp_darknet  # noqa: F401  (registers csp_darknet_n/s/m/l in BACKBONES)
-from vision.backbones.csp_darknet import SIZES, ConvBNAct
+from vision.backbones.csp_darknet import SIZES, ConvBNAct  # importing it registers csp_darknet_n/s/m/l
 from vision.heads.yolo import YOLOHead
 from vision.hub.cards import IMAGENET_MEAN, IMAGENET_STD, WeightsCard
+from vision.models._detection import check_targets
 from vision.models._yolo_loss import decode_boxes, make_anchors, yolo_loss
 from vision.models._yolo_postprocess import (
     GraphedCall,
@@ -57,6 +58,20 @@ __all__ = ["YOLO", "rebuild_kwargs", "yolo", "yolo_l", "yolo_m", "yolo_n", "yolo
 Detections = list[dict[str, Tensor]]
 Targets = Sequence[Mapping[str, Tensor]] | Mapping[str, Tensor]
 
+#: entries kept per cache (anchor grids, CUDA graphs): the most recently used input shapes
+CACHE_SIZE = 8
+
+
+def _cached(cache: OrderedDict[Hashable, Any], key: Hashable, make: Callable[[], Any], limit: int = CACHE_SIZE) -> Any:
+    """``cache[key]``, made by ``make()`` when absent; the least recently used entry beyond ``limit`` is dropped."""
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = cache[key] = make()
+    while len(cache) > limit:
+        cache.popitem(last=False)
+    return value
+
 
 class YOLO(nn.Module):
     """Anchor-free one-stage detector (see the module docstring).
@@ -74,6 +89,7 @@ class YOLO(nn.Module):
         gains: loss weights of the box (CIoU), classification and DFL terms.
         assigner_topk, alpha, beta: task-aligned assigner parameters.
         categories: class names, ``len == num_classes``.
+        card: the weight card the model was built for (kept as :attr:`card`; ``None`` for random weights).
 
     Calls:
         - ``model(images)`` in eval mode, or ``model.predict(images)``: ``images`` is a float ``[B, 3, H, W]`` tensor
@@ -83,7 +99,9 @@ class YOLO(nn.Module):
           resized (padded at the right/bottom to a multiple of 32 if needed); ``targets`` a list of ``{"boxes" float32
           [N_i, 4] xyxy pixels, "labels" int64 [N_i] in [0, K)}`` or already padded ``{"boxes" [B, M, 4], "labels"
           [B, M], "valid" bool [B, M]}`` (:func:`vision.data.pad_targets`, avoids the per-batch padding);
-          returns ``{"box", "cls", "dfl"}`` scalar losses (gains applied).
+          returns ``{"box", "cls", "dfl"}`` scalar losses (gains applied). A label outside ``[0, K)`` (on a valid
+          row), a box count differing from the label count, or a missing key raises ``ValueError`` naming the
+          target.
     """
 
     #: ``loss`` also takes padded targets (``{"boxes" [B, M, 4], "labels" [B, M], "valid" [B, M]}``)
@@ -110,6 +128,7 @@ class YOLO(nn.Module):
         beta: float = 6.0,
         categories: Sequence[str] | None = None,
         name: str = "yolo",
+        card: WeightsCard | None = None,
     ) -> None:
         super().__init__()
         self.backbone, self.neck, self.head = backbone, neck, head
@@ -126,13 +145,15 @@ class YOLO(nn.Module):
             raise ValueError(f"{len(categories)} categories for num_classes={self.num_classes}")
         self.categories = list(categories) if categories is not None else None
         self.name = name
+        self.card = card
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std, or neither")
         self.normalize = mean is not None
         self.register_buffer("mean", torch.tensor(mean or (0.0,) * 3).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std or (1.0,) * 3).view(1, 3, 1, 1), persistent=False)
-        self._anchors: dict[Any, tuple[Tensor, Tensor]] = {}
-        self._graphs: dict[Any, GraphedCall] = {}
+        self._anchors: OrderedDict[Hashable, tuple[Tensor, Tensor]] = OrderedDict()
+        self._graphs: OrderedDict[Hashable, GraphedCall] = OrderedDict()
+        self._is_channels_last: bool | None = None  # memory format of the first convolution, read once
 
     # ------------------------------------------------------------------------------------------------- network
     def forward_raw(self, x: Tensor) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
@@ -143,11 +164,13 @@ class YOLO(nn.Module):
         return self.head(self.neck(self.backbone(x)))
 
     def anchors(self, shapes: Sequence[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor]:
-        """Anchor points ``[N, 2]`` (pixels) and strides ``[N]`` for the level shapes (cached)."""
-        key = (tuple(shapes), device)
-        if key not in self._anchors:
-            self._anchors[key] = make_anchors(shapes, self.strides, device=device, dtype=torch.float32)
-        return self._anchors[key]
+        """Anchor points ``[N, 2]`` (pixels) and strides ``[N]`` for the level shapes (the last :data:`CACHE_SIZE`
+        shapes are cached)."""
+        return _cached(
+            self._anchors,
+            (tuple(shapes), device),
+            lambda: make_anchors(shapes, self.strides, device=device, dtype=torch.float32),
+        )
 
     def forward(self, images: Tensor | Sequence[Tensor], targets: Targets | None = None) -> Any:
         """Eval mode: :meth:`predict`. Train mode: :meth:`loss` with ``targets``, raw head outputs without."""
@@ -161,14 +184,7 @@ class YOLO(nn.Module):
     def loss(self, images: Tensor | Sequence[Tensor], targets: Targets) -> dict[str, Tensor]:
         """Training losses ``{"box", "cls", "dfl"}`` (see the class docstring for the input contract)."""
         x = pad_to_stride(as_float_images(images), stride=self.size_divisibility)
-        if isinstance(targets, Mapping):
-            gt = {k: targets[k] for k in ("boxes", "labels", "valid")}
-        else:
-            from vision.data.collate import pad_targets
-
-            if len(targets) != x.shape[0]:
-                raise ValueError(f"{len(targets)} targets for {x.shape[0]} images")
-            gt = pad_targets(list(targets), device=x.device)
+        gt = self._padded_targets(targets, x.shape[0], x.device)
         box_logits, cls_logits, shapes = self.forward_raw(x)
         points, strides = self.anchors(shapes, x.device)
         with torch.autocast(x.device.type, enabled=False):  # assignment and losses in float32 under any autocast
@@ -187,6 +203,45 @@ class YOLO(nn.Module):
                 beta=self.beta,
             )
         return losses
+
+    def _padded_targets(self, targets: Targets, num_images: int, device: torch.device) -> dict[str, Tensor]:
+        """Validated padded targets on ``device``: ``{"boxes" float32 [B, M, 4], "labels" int64 [B, M], "valid" bool
+        [B, M]}``; ``ValueError`` naming the target at fault (one host synchronisation for the label range)."""
+        if isinstance(targets, Mapping):
+            missing = [k for k in ("boxes", "labels", "valid") if k not in targets]
+            if missing:
+                raise ValueError(
+                    f"padded targets miss the keys {missing} (need 'boxes' [B, M, 4], 'labels' [B, M], 'valid' "
+                    f"[B, M], as vision.data.pad_targets makes them); got keys {sorted(targets)}"
+                )
+            boxes, labels, valid = (torch.as_tensor(targets[k]) for k in ("boxes", "labels", "valid"))
+            B = num_images
+            if boxes.dim() != 3 or boxes.shape[0] != B or boxes.shape[-1] != 4:
+                raise ValueError(f"padded targets: 'boxes' must be [B={B}, M, 4], got {tuple(boxes.shape)}")
+            M = boxes.shape[1]
+            for key, value in (("labels", labels), ("valid", valid)):
+                if tuple(value.shape) != (B, M):
+                    raise ValueError(f"padded targets: {key!r} must be [B={B}, M={M}], got {tuple(value.shape)}")
+            if labels.is_floating_point() or labels.is_complex():
+                raise TypeError(f"padded targets: 'labels' must be an integer tensor, got {labels.dtype}")
+            gt = {
+                "boxes": boxes.to(device, torch.float32),
+                "labels": labels.to(device, torch.int64),
+                "valid": valid.to(device, torch.bool),
+            }
+        else:
+            from vision.data.collate import pad_targets
+
+            gt = pad_targets(check_targets(targets, num_images), device=device)
+        wrong = gt["valid"] & ((gt["labels"] < 0) | (gt["labels"] >= self.num_classes))
+        if bool(wrong.any()):
+            image = int(wrong.any(1).nonzero()[0, 0])
+            bad = gt["labels"][image][wrong[image]].unique().tolist()
+            raise ValueError(
+                f"target {image}: labels {bad} are outside [0, {self.num_classes}) (num_classes={self.num_classes}; "
+                "YOLO labels are the data-set labels 0..K-1, no background class)"
+            )
+        return gt
 
     # ------------------------------------------------------------------------------------------------- inference
     def detect(
@@ -272,14 +327,19 @@ class YOLO(nn.Module):
                 self.train()
 
     def _channels_last(self) -> bool:
-        first = next((m.weight for m in self.modules() if isinstance(m, nn.Conv2d)), None)
-        return first is not None and first.is_contiguous(memory_format=torch.channels_last) and first.shape[-1] > 1
+        """Whether the weights are channels_last (read from the first convolution once; ``_apply`` and
+        :meth:`fuse` forget it)."""
+        if self._is_channels_last is None:
+            first = next((m.weight for m in self.modules() if isinstance(m, nn.Conv2d)), None)
+            self._is_channels_last = bool(
+                first is not None and first.is_contiguous(memory_format=torch.channels_last) and first.shape[-1] > 1
+            )
+        return self._is_channels_last
 
     def _graphed(self, x: Tensor, opts: dict[str, Any]) -> GraphedCall:
+        """The CUDA graph of :meth:`detect` for this input shape and options (the last :data:`CACHE_SIZE` kept)."""
         key = (tuple(x.shape), x.dtype, x.device, tuple(sorted(opts.items())))
-        if key not in self._graphs:
-            self._graphs[key] = GraphedCall(lambda inp: self.detect(inp, **opts), x)
-        return self._graphs[key]
+        return _cached(self._graphs, key, lambda: GraphedCall(lambda inp: self.detect(inp, **opts), x))
 
     @torch.no_grad()
     def fuse(self) -> YOLO:
@@ -292,6 +352,7 @@ class YOLO(nn.Module):
                 m[0] = fuse_conv_bn_eval(m[0], m[1])
                 m[1] = nn.Identity()
         self._graphs.clear()
+        self._is_channels_last = None
         return self
 
     # ------------------------------------------------------------------------------------------------- housekeeping
@@ -303,11 +364,12 @@ class YOLO(nn.Module):
     def _apply(self, fn: Any, recurse: bool = True) -> YOLO:
         self._graphs.clear()
         self._anchors.clear()
+        self._is_channels_last = None
         return super()._apply(fn, recurse)
 
     def __getstate__(self) -> dict[str, Any]:  # deepcopy (EMA) and pickling skip the caches
         state = dict(self.__dict__)
-        state["_graphs"], state["_anchors"] = {}, {}
+        state["_graphs"], state["_anchors"], state["_is_channels_last"] = OrderedDict(), OrderedDict(), None
         return state
 
     def extra_repr(self) -> str:
@@ -344,7 +406,7 @@ def _own(
     backbone = vision.create_backbone(f"csp_darknet_{size}", out_indices=(2, 3, 4))
     return _assemble(
         backbone, size, num_classes=num_classes, neck_channels=None, depth=None, reg_max=reg_max, name=f"yolo_{size}",
-        **kwargs,
+        card=card, **kwargs,
     )  # fmt: skip
 
 
@@ -362,25 +424,25 @@ def _stride_indices(specs: Sequence[Any], strides: Sequence[int]) -> tuple[int, 
 @MODELS.register("yolo_n", tags={"detection", "yolo"}, task="detection")
 def yolo_n(*, num_classes: int = 80, card: WeightsCard | None = None, **kwargs: Any) -> YOLO:
     """YOLO-n: CSP-Darknet-n + PAN-FPN + decoupled head (3.2 M parameters, 8.7 GFLOPs at 640 px, 80 classes)."""
-    return _own("n", num_classes=num_classes, **kwargs)
+    return _own("n", num_classes=num_classes, card=card, **kwargs)
 
 
 @MODELS.register("yolo_s", tags={"detection", "yolo"}, task="detection")
 def yolo_s(*, num_classes: int = 80, card: WeightsCard | None = None, **kwargs: Any) -> YOLO:
     """YOLO-s (11.2 M parameters, 28.6 GFLOPs at 640 px, 80 classes)."""
-    return _own("s", num_classes=num_classes, **kwargs)
+    return _own("s", num_classes=num_classes, card=card, **kwargs)
 
 
 @MODELS.register("yolo_m", tags={"detection", "yolo"}, task="detection")
 def yolo_m(*, num_classes: int = 80, card: WeightsCard | None = None, **kwargs: Any) -> YOLO:
     """YOLO-m (25.9 M parameters, 78.9 GFLOPs at 640 px, 80 classes)."""
-    return _own("m", num_classes=num_classes, **kwargs)
+    return _own("m", num_classes=num_classes, card=card, **kwargs)
 
 
 @MODELS.register("yolo_l", tags={"detection", "yolo"}, task="detection")
 def yolo_l(*, num_classes: int = 80, card: WeightsCard | None = None, **kwargs: Any) -> YOLO:
     """YOLO-l (43.7 M parameters, 165.2 GFLOPs at 640 px, 80 classes)."""
-    return _own("l", num_classes=num_classes, **kwargs)
+    return _own("l", num_classes=num_classes, card=card, **kwargs)
 
 
 @MODELS.register("yolo", tags={"detection", "yolo"}, task="detection")
@@ -443,6 +505,7 @@ def yolo(
         depth=depth,
         reg_max=reg_max,
         name=f"yolo[{backbone}]",
+        card=card,
         **kwargs,
     )
     given = {"backbone": backbone, "size": size, "out_indices": list(body.out_indices), "frozen_stages": frozen_stages,
