@@ -23,7 +23,7 @@ def markdown_table() -> str:
     from vision.registry import all_entries
 
     lines = [
-        "| model | task | weights (tag: ImageNet top-1 / source) | params (M) |",
+        "| model | task | weights (tag: ImageNet-1K top-1 or COCO box mAP, from the card) | params (M) |",
         "| --- | --- | --- | --- |",
     ]
     for _, entry in all_entries():

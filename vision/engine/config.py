@@ -17,7 +17,7 @@ from vision.cli.args import ArgumentError, merge, parse_overrides
 
 __all__ = ["COMMON_DEFAULTS", "DEFAULT_RECIPE", "find_recipe", "list_recipes", "resolve_args", "zoo_dir"]
 
-DEFAULT_RECIPE = "resnet18_digits"
+DEFAULT_RECIPE = "yolo_n_synthetic"
 
 COMMON_DEFAULTS: dict[str, Any] = {
     # keys every task shares (scripts rely on them)
