@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 
 import numpy as np
@@ -38,6 +37,26 @@ def _noisy_detections(ds: SyntheticShapes, seed: int) -> tuple[list[dict[str, to
     return dets, ids
 
 
+def _coco_ground_truth_by_hand(ds: SyntheticShapes) -> dict:
+    """The COCO instances dict of ``ds``, written from its targets and the COCO format: ``bbox`` ``[x, y, w, h]``,
+    ``area`` the object's pixel count (the mask's, as in COCO), RLE masks, ``iscrowd`` 0, categories by their ids."""
+    from pycocotools import mask as mask_utils
+
+    images, anns = [], []
+    for i in range(len(ds)):
+        image, t = ds[i]
+        image_id = int(t["image_id"])
+        images.append({"id": image_id, "height": image.shape[-2], "width": image.shape[-1]})
+        for box, label, mask in zip(t["boxes"].tolist(), t["labels"].tolist(), t["masks"]):
+            x0, y0, x1, y1 = box
+            rle = mask_utils.encode(np.asfortranarray(mask.numpy().astype(np.uint8)))
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": ds.label_to_cat_id[label],
+                         "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float(mask.sum()), "iscrowd": 0,
+                         "segmentation": rle})  # fmt: skip
+    categories = [{"id": ds.label_to_cat_id[k], "name": name} for k, name in enumerate(ds.classes)]
+    return {"images": images, "annotations": anns, "categories": categories}
+
+
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
 def test_evaluator_numbers_are_cocoevals(iou_type):
     ds = SyntheticShapes(6, size=96, seed=3)
@@ -62,7 +81,7 @@ def test_evaluator_numbers_are_cocoevals(iou_type):
                 item["segmentation"] = mask_utils.encode(m)
             by_hand.append(item)
     gt_hand = COCO()
-    gt_hand.dataset = copy.deepcopy(ds.to_coco())
+    gt_hand.dataset = _coco_ground_truth_by_hand(ds)
     with contextlib.redirect_stdout(io.StringIO()):
         gt_hand.createIndex()
         E = COCOeval(gt_hand, gt_hand.loadRes(by_hand), iou_type)
@@ -84,4 +103,47 @@ def test_results_format_and_empty_detections():
     assert item == {"image_id": 7, "category_id": 30, "bbox": [1.0, 2.0, 10.0, 20.0], "score": 0.5}
     empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
     stats, _, text = run_cocoeval(gt, coco_results([empty, empty], [0, 1]), "bbox")
-    assert stats["map"] in (0.0, -1.0) and "Average Precision" in text
+    # ground truth but no detections: 0 precision and 0 recall (-1 would mean COCOeval found no ground truth)
+    assert stats["map"] == 0.0 and stats["mar_100"] == 0.0 and "Average Precision" in text
+
+
+class _PlainDataset:
+    """A detection data set with neither ``coco`` nor ``to_coco``: ``coco_from_dataset`` reads its targets."""
+
+    def __init__(self, classes: list[str] | None) -> None:
+        if classes is not None:
+            self.classes = classes
+        self.items = [
+            (torch.zeros(3, 40, 60, dtype=torch.uint8),
+             {"boxes": torch.tensor([[1.0, 2.0, 11.0, 22.0], [5.0, 5.0, 25.0, 15.0]]), "labels": torch.tensor([1, 0]),
+              "image_id": 7}),
+            (torch.zeros(3, 30, 50, dtype=torch.uint8),  # no image_id: its index
+             {"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "labels": torch.tensor([1])}),
+        ]  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.items[i]
+
+
+def test_ground_truth_of_a_data_set_without_coco():
+    coco = coco_from_dataset(_PlainDataset(["cat", "dog"]))
+    assert coco.dataset["images"] == [{"id": 7, "width": 60, "height": 40}, {"id": 1, "width": 50, "height": 30}]
+    ann = {"iscrowd": 0}
+    assert coco.dataset["annotations"] == [
+        {**ann, "id": 1, "image_id": 7, "category_id": 2, "bbox": [1, 2, 10, 20], "area": 200},
+        {**ann, "id": 2, "image_id": 7, "category_id": 1, "bbox": [5, 5, 20, 10], "area": 200},
+        {**ann, "id": 3, "image_id": 1, "category_id": 2, "bbox": [0, 0, 10, 10], "area": 100},
+    ]  # labels + 1, boxes as [x, y, w, h]
+    assert coco.dataset["categories"] == [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
+    assert sorted(coco.getImgIds()) == [1, 7] and coco.getAnnIds(imgIds=[7]) == [1, 2]  # indexed
+    # usable by COCOeval: the ground truth itself as detections is perfect
+    perfect = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+               for a in coco.dataset["annotations"]]  # fmt: skip
+    stats, _, _ = run_cocoeval(coco, perfect, "bbox")
+    assert stats["map"] == 1.0 and stats["mar_100"] == 1.0
+    # without class names: the labels seen, as strings
+    unnamed = coco_from_dataset(_PlainDataset(None))
+    assert unnamed.dataset["categories"] == [{"id": 1, "name": "0"}, {"id": 2, "name": "1"}]

@@ -26,16 +26,17 @@ def test_fpn_over_a_backbone_declares_its_outputs():
     assert "inner_blocks.0.0.weight" in fpn.state_dict()  # torchvision's FeaturePyramidNetwork keys
 
 
-@pytest.mark.parametrize(("extra", "source", "names"), [("p6p7", "p", ["P3", "P4", "P5", "P6", "P7"]),
-                                                         ("p6p7", "c", ["P3", "P4", "P5", "P6", "P7"]),
-                                                         (None, "p", ["P3", "P4", "P5"])])  # fmt: skip
-def test_fpn_extra_levels(extra, source, names):
+# a 64 px input: C3..C5 are 8, 4, 2 px; P6 and P7 are 3x3 stride-2 convolutions with padding 1: 2 -> 1 -> 1
+@pytest.mark.parametrize(("extra", "source", "sizes"), [("p6p7", "p", {"P3": 8, "P4": 4, "P5": 2, "P6": 1, "P7": 1}),
+                                                         ("p6p7", "c", {"P3": 8, "P4": 4, "P5": 2, "P6": 1, "P7": 1}),
+                                                         (None, "p", {"P3": 8, "P4": 4, "P5": 2})])  # fmt: skip
+def test_fpn_extra_levels(extra, source, sizes):
     specs = [FeatureSpec("C3", 16, 8), FeatureSpec("C4", 24, 16), FeatureSpec("C5", 40, 32)]
     fpn = FPN(specs, out_channels=8, extra=extra, extra_source=source, norm="bn")
     feats = {s.name: torch.rand(2, s.channels, 64 // s.stride, 64 // s.stride) for s in specs}
     out = fpn({**feats, "C2": torch.rand(2, 4, 16, 16)})  # unused keys are ignored
-    assert list(out) == names == [s.name for s in fpn.specs]
-    assert out[names[-1]].shape[-1] == max(1, 64 // fpn.specs[-1].stride)
+    assert list(out) == list(sizes) == [s.name for s in fpn.specs]
+    assert {k: tuple(v.shape) for k, v in out.items()} == {k: (2, 8, n, n) for k, n in sizes.items()}
 
 
 def test_fpn_rejects_bad_specs():

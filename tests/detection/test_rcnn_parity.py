@@ -69,11 +69,15 @@ def test_weights_of_ours_load_into_torchvision(pair):
 
 
 def test_eval_forward_is_predict_and_train_forward_is_loss(photos):
-    model = vision.create_model("faster_rcnn", backbone="resnet18", num_classes=3, min_size=96, max_size=128).eval()
+    model = vision.create_model(
+        "faster_rcnn", backbone="resnet18", num_classes=3, min_size=96, max_size=128, box_score_thresh=0.0
+    ).eval()  # a score threshold of 0: random weights still give detections to compare
     image = photos[2]
     with torch.no_grad():
         a, b = model([image]), model.predict(image[None])
-    assert torch.equal(a[0]["boxes"], b[0]["boxes"])
+    assert len(a) == len(b) == 1 and len(a[0]["boxes"]) > 0
+    for key in ("boxes", "scores", "labels"):
+        assert torch.equal(a[0][key], b[0][key]), key
     model.train()
     losses = model([image], [{"boxes": torch.tensor([[10.0, 20.0, 100.0, 120.0]]), "labels": torch.tensor([2])}])
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
@@ -83,18 +87,30 @@ def test_eval_forward_is_predict_and_train_forward_is_loss(photos):
         model.loss([image], [{"boxes": torch.tensor([[10.0, 20.0, 100.0, 120.0]]), "labels": torch.tensor([0])}])
 
 
+# torchvision's published COCO weights: file name (its SHA-256 prefix after the dash), parameters, COCO-val2017 box mAP
+PUBLISHED = {
+    "fasterrcnn_resnet50_fpn": ("fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", 41_755_286, 37.0),
+    "fasterrcnn_resnet50_fpn_v2": ("fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth", 43_712_278, 46.7),
+    "maskrcnn_resnet50_fpn": ("maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth", 44_401_393, 37.9),
+    "maskrcnn_resnet50_fpn_v2": ("maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth", 46_359_409, 47.4),
+}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_coco_cards_describe_the_model(name):
     entry = MODELS.get(name)
     card = entry.cards["tv_coco"]
+    file, num_params, box_map = PUBLISHED[name]
     assert "background_class" in entry.tags and entry.task == "detection"
     model = entry.builder(card=card)  # the architecture the weights load into (nothing downloaded)
-    assert _count(model) == card.num_params
-    assert card.num_classes == len(card.categories) == 91 == model.num_classes
-    assert card.categories[0] == "__background__"
+    assert _count(model) == card.num_params == num_params
+    assert model.num_classes == 91  # COCO's 90 category ids + the background
+    assert card.categories[0] == "__background__" and card.categories[1] == "person"
+    assert card.categories[-1] == "toothbrush"
     assert model.categories == list(card.categories[1:])  # data-set labels: model label - 1
-    assert card.url.startswith("https://download.pytorch.org/models/") and card.sha256 in card.url
-    assert card.metrics["COCO-val2017"]["box_map"] > 30
+    assert card.url == f"https://download.pytorch.org/models/{file}"
+    assert card.sha256 == file.removesuffix(".pth").rsplit("-", 1)[1]
+    assert card.metrics["COCO-val2017"]["box_map"] == box_map
     if not name.endswith("_v2"):  # torchvision's v1 COCO weights run with FrozenBatchNorm2d(eps=0)
         eps = {m.eps for m in model.modules() if type(m).__name__ == "FrozenBatchNorm2d"}
         assert eps == {0.0}

@@ -42,7 +42,8 @@ def test_trains_two_steps_and_predicts(backbone, model_name, batch, request):
     if model_name == "faster_rcnn":
         targets = [{k: v for k, v in t.items() if k != "masks"} for t in targets]
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     opt = torch.optim.SGD(params, lr=0.005, momentum=0.9)
     before = [p.detach().clone() for p in params]
     for _ in range(2):
@@ -54,7 +55,14 @@ def test_trains_two_steps_and_predicts(backbone, model_name, batch, request):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert any(not torch.equal(a, p) for a, p in zip(before, params))
+    # every part learned (nothing is frozen without weights): at least one parameter of each changed
+    changed = {n for (n, p), b in zip(named, before) if not torch.equal(b, p)}
+    parts = ["backbone.body.", "backbone.fpn.", "rpn.", "roi_heads.box_head.", "roi_heads.box_predictor."]
+    if model_name == "mask_rcnn":
+        parts += ["roi_heads.mask_head.", "roi_heads.mask_predictor."]
+    assert len(named) == len(list(model.parameters()))
+    for part in parts:
+        assert any(n.startswith(part) for n in changed), f"{backbone}: no parameter of {part} changed"
     model.eval()
     dets = model.predict(torch.stack(images), score_threshold=0.0)
     assert len(dets) == 2
@@ -64,6 +72,9 @@ def test_trains_two_steps_and_predicts(backbone, model_name, batch, request):
         assert n <= TINY_RCNN["box_detections_per_img"]
         if n:
             assert int(det["labels"].min()) >= 1 and int(det["labels"].max()) <= 3
-            assert float(det["boxes"][:, 2].max()) <= img.shape[-1] + 1e-3
+            boxes, (H, W) = det["boxes"], img.shape[-2:]
+            assert float(boxes[:, :2].min()) >= 0.0
+            assert float(boxes[:, 2].max()) <= W + 1e-3 and float(boxes[:, 3].max()) <= H + 1e-3
+            assert bool((boxes[:, 2:] >= boxes[:, :2]).all())
         if model_name == "mask_rcnn":
             assert det["masks"].shape == (n, 1, *img.shape[-2:])

@@ -41,9 +41,25 @@ def test_local_copy_of_a_card_builds_like_the_tag(published_copy):
     # data-set label space: no "__background__" (names[label - 1] names model label ``label``)
     assert card.categories[0] == "__background__"
     assert model.categories == list(card.categories[1:]) and len(model.categories) == 90
-    assert all(torch.equal(v, source.state_dict()[k]) for k, v in model.state_dict().items())
-    trainable = {n.split(".")[0] for n, p in model.backbone.body.named_parameters() if p.requires_grad}
-    assert trainable == {"layer2", "layer3", "layer4"}  # torchvision's default for pretrained weights
+    expected = source.state_dict()
+    assert set(model.state_dict()) == set(expected)
+    assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
+    # torchvision's builder for pretrained weights: three trainable layers (layer2..4), FPN and heads trainable
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, p in _pretrained_style_torchvision().named_parameters() if p.requires_grad}
+    assert {n.split(".")[2] for n in trainable if n.startswith("backbone.body.")} == {"layer2", "layer3", "layer4"}
+
+
+def _pretrained_style_torchvision() -> torch.nn.Module:
+    """torchvision's fasterrcnn_resnet50_fpn as its builder makes it for COCO weights (FrozenBatchNorm2d, the default
+    three trainable backbone layers), without downloading anything."""
+    import torchvision.models.detection as tvd
+    from torchvision.models import resnet50
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    body = _resnet_fpn_extractor(resnet50(weights=None, norm_layer=FrozenBatchNorm2d), 3)
+    return tvd.FasterRCNN(body, num_classes=91)
 
 
 def test_attached_card_names_skip_the_background_slot():

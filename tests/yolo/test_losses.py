@@ -147,6 +147,63 @@ def test_perfect_prediction_has_no_box_loss():
         torch.tensor([[True]]), reg_max=4,
     )  # fmt: skip
     assert targets.foreground.tolist() == [[True, True, False, False]]
+    # Anchor 0: CIoU 1 and p = 1, so t = 1 and t_hat = 1. Anchor 1 (uniform sides, 1.5 strides: box (0, -8, 24, 16),
+    # CIoU ~0.2) has p = sigmoid(-30) ~ 1e-13: t_hat ~ 1e-11, nothing. Sum of the soft targets: 1 (the divisor).
+    assert targets.scores[0, 0].tolist() == pytest.approx([0.0, 1.0], abs=1e-6)
+    assert targets.scores[0, 1:].abs().max().item() < 1e-6
     assert losses["box"].item() == pytest.approx(0.0, abs=1e-5)
-    # DFL at its minimum for anchor 0 (the entropy of a 50/50 split, log 2 per side), weighted by its target
-    assert torch.isfinite(losses["dfl"]) and losses["dfl"].item() > 0
+    # DFL of anchor 0: each side's target is the midpoint of the two bins holding p = 1/2 each (the other bins
+    # e^-40), so -(1/2 log 1/2 + 1/2 log 1/2) = ln 2 per side, ln 2 averaged over the sides; weight 1 / sum 1, gain 1.5
+    assert losses["dfl"].item() == pytest.approx(1.5 * math.log(2), abs=1e-4)
+    # classification: anchor 0 predicts its class with logit 30 for target 1, everything else logit -30 for ~0:
+    # BCE ~ e^-30 each
+    assert losses["cls"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def _ciou_by_hand(p: tuple[float, ...], g: tuple[float, ...]) -> float:
+    """CIoU = IoU - rho^2 / c^2 - alpha v (Zheng et al. 2020), written out for two axis-aligned boxes."""
+    iw = max(0.0, min(p[2], g[2]) - max(p[0], g[0]))
+    ih = max(0.0, min(p[3], g[3]) - max(p[1], g[1]))
+    wp, hp, wg, hg = p[2] - p[0], p[3] - p[1], g[2] - g[0], g[3] - g[1]
+    iou = iw * ih / (wp * hp + wg * hg - iw * ih)
+    rho2 = ((p[0] + p[2]) / 2 - (g[0] + g[2]) / 2) ** 2 + ((p[1] + p[3]) / 2 - (g[1] + g[3]) / 2) ** 2
+    c2 = (max(p[2], g[2]) - min(p[0], g[0])) ** 2 + (max(p[3], g[3]) - min(p[1], g[1])) ** 2
+    v = 4 / math.pi**2 * (math.atan(wg / hg) - math.atan(wp / hp)) ** 2
+    return iou - rho2 / c2 - v / (1 - iou + v) * v
+
+
+def test_imperfect_box_losses_by_hand():
+    # one level 1x4 at stride 8 (anchors x = 4, 12, 20, 28; y = 4), R = 4 bins, gains (7.5, 0.5, 1.5).
+    # GT A = (0, 0, 16, 8) class 1 (candidates: anchors 0, 1); GT B = (16, 0, 32, 8) class 0 (anchors 2, 3).
+    # Anchor 0 predicts A exactly (sides 0.5, 0.5, 1.5, 0.5 strides as 50/50 bin pairs), class 1 with logit 30.
+    # Anchor 2 predicts sides l = t = b = 0.5 (50/50 pairs) and r = 1.25 (p = 3/4 on bin 1, 1/4 on bin 2):
+    # box (20 - 4, 4 - 4, 20 + 10, 4 + 4) = (16, 0, 30, 8), class 0 with logit 30. Anchors 1 and 3 predict logit -30.
+    points, strides = make_anchors([(1, 4)], [8], device=torch.device("cpu"), dtype=torch.float32)
+    logits = torch.full((1, 4, 4, 4), -30.0)
+    for side, (lo, hi) in enumerate([(0, 1), (0, 1), (1, 2), (0, 1)]):
+        logits[0, 0, side, lo] = logits[0, 0, side, hi] = 10.0
+    for side in (0, 1, 3):
+        logits[0, 2, side, 0] = logits[0, 2, side, 1] = 10.0
+    logits[0, 2, 2, 1], logits[0, 2, 2, 2] = 10.0 + math.log(3.0), 10.0
+    cls = torch.full((1, 4, 2), -30.0)
+    cls[0, 0, 1] = cls[0, 2, 0] = 30.0
+    losses, targets = yolo_loss(
+        logits.flatten(2), cls, points, strides, torch.tensor([[1, 0]]),
+        torch.tensor([[[0.0, 0, 16, 8], [16, 0, 32, 8]]]), torch.tensor([[True, True]]), reg_max=4,
+    )  # fmt: skip
+    assert decode_boxes(logits.flatten(2), points, strides, 4)[0, 2].tolist() == pytest.approx([16, 0, 30, 8], abs=1e-4)
+    # assignment (alignment by CIoU, p = 1): A -> anchor 0 with t_hat = CIoU 1; B -> anchor 2 with t_hat = its CIoU c
+    c = _ciou_by_hand((16, 0, 30, 8), (16, 0, 32, 8))  # IoU 7/8, rho^2 = 1, c^2 = 320, aspect 2 vs 1.75
+    assert 0.85 < c < 0.875
+    assert targets.labels[0, [0, 2]].tolist() == [1, 0]
+    assert targets.scores[0, 0].tolist() == pytest.approx([0.0, 1.0], abs=1e-6)
+    assert targets.scores[0, 2].tolist() == pytest.approx([c, 0.0], abs=1e-6)
+    norm = 1 + c  # the sum of the soft targets (> 1, so the division shows)
+    # box: gain * sum over positives of (1 - CIoU) * t_hat / norm; anchor 0 contributes 0
+    assert losses["box"].item() == pytest.approx(7.5 * (1 - c) * c / norm, abs=1e-4)
+    # DFL: anchor 0 ln 2 (every side a 50/50 midpoint). Anchor 2's targets l = t = b = 0.5 (ln 2 each) and
+    # r = (32 - 20) / 8 = 1.5: 1/2 (-ln 3/4) + 1/2 (-ln 1/4); mean over the 4 sides
+    dfl_2 = (3 * math.log(2) + 0.5 * math.log(4 / 3) + 0.5 * math.log(4)) / 4
+    assert losses["dfl"].item() == pytest.approx(1.5 * (math.log(2) * 1 + dfl_2 * c) / norm, abs=1e-4)
+    # classification: BCE(logit 30, target 1) ~ 0; BCE(logit 30, target c) = 30 - 30 c; every other entry ~ 0
+    assert losses["cls"].item() == pytest.approx(0.5 * (30 - 30 * c) / norm, abs=1e-4)

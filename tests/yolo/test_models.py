@@ -12,24 +12,30 @@ import vision
 from vision.models._yolo_postprocess import letterbox, unletterbox
 from vision.registry import MODELS
 
-# published YOLOv8 sizes at 640 px, 80 classes: (parameters in millions, GFLOPs)
-PUBLISHED = {"n": (3.2, 8.7), "s": (11.2, 28.6), "m": (25.9, 78.9), "l": (43.7, 165.2)}
+# Published YOLOv8 sizes (80 classes, 640 px), from Ultralytics' yolov8.yaml model summaries and its README table:
+# parameters 3,157,200 / 11,166,560 / 25,902,640 / 43,691,520 for n / s / m / l; GFLOPs 8.7 / 28.6 / 78.9 / 165.2.
+# Their parameter count includes the DFL's fixed projection, a 1x1 convolution with reg_max = 16 weights (0..15) that
+# never trains (the same summaries list exactly 16 fewer "gradients"); ours computes that expectation without a
+# parameter, so ours must be the published number minus 16.
+PUBLISHED_PARAMS = {"n": 3_157_200, "s": 11_166_560, "m": 25_902_640, "l": 43_691_520}
+PUBLISHED_GFLOPS = {"n": 8.7, "s": 28.6, "m": 78.9, "l": 165.2}
+DFL_PROJECTION = 16
 
 
-@pytest.mark.parametrize("size", list(PUBLISHED))
+@pytest.mark.parametrize("size", list(PUBLISHED_PARAMS))
 def test_parameters_and_flops_match_the_published_sizes(size):
     """Counted on the meta device (no compute): FLOPs = 2 x multiply-adds of convolutions and matmuls, as
     ``torch.utils.flop_counter`` counts them (norms, activations and the box decoding are not counted)."""
     with torch.device("meta"):
         model = vision.create_model(f"yolo_{size}", num_classes=80).eval()
         x = torch.zeros(1, 3, 640, 640)
-    params = sum(p.numel() for p in model.parameters()) / 1e6
+    params = sum(p.numel() for p in model.parameters())
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model.forward_raw(x)
     gflops = counter.get_total_flops() / 1e9
-    want_params, want_flops = PUBLISHED[size]
-    assert abs(params / want_params - 1) < 0.10, f"yolo_{size}: {params:.2f} M parameters vs {want_params}"
-    assert abs(gflops / want_flops - 1) < 0.10, f"yolo_{size}: {gflops:.1f} GFLOPs vs {want_flops}"
+    assert params == PUBLISHED_PARAMS[size] - DFL_PROJECTION, f"yolo_{size}: {params} parameters"
+    want = PUBLISHED_GFLOPS[size]
+    assert abs(gflops / want - 1) < 0.01, f"yolo_{size}: {gflops:.2f} GFLOPs vs {want}"
 
 
 def test_registry_entries():
@@ -91,7 +97,13 @@ def test_trains_two_steps_and_predicts(name, kwargs):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # every part learned: at least one trainable parameter of the backbone, the neck and each head branch changed
+    changed = {n for (n, p), b in zip(model.named_parameters(), before) if not torch.equal(p, b)}
+    parts = ("backbone.", "neck.", "head.box.", "head.cls.")
+    for part in parts:
+        assert any(n.startswith(part) and p.requires_grad for n, p in model.named_parameters()), part
+        assert any(n.startswith(part) for n in changed), f"no parameter of {part} changed"
+    assert all(n.startswith(parts) for n, _ in model.named_parameters())  # the parts cover the model
     model.eval()
     dets = model([torch.rand(3, 70, 100), torch.rand(3, 96, 64)])
     _check_detections(dets, [(70, 100), (96, 64)], 3)
@@ -271,18 +283,52 @@ def test_builders_keep_the_card():
     assert vision.create_model("yolo_n", num_classes=2).card is None
 
 
-def test_fused_model_gives_the_same_detections():
+def _raw(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    box, cls, _ = model.forward_raw(x)
+    return box, cls
+
+
+@torch.no_grad()
+def test_fused_model_gives_the_same_outputs():
+    """Folding y = gamma (conv(x) - mean) / sqrt(var + eps) + beta into the convolution changes nothing but rounding.
+
+    Every batch norm gets random gamma and beta, running statistics near those of real activations (so the outputs
+    stay in a sane range) shifted by random offsets and scaled by random factors; the comparison runs in float64 so
+    the tolerance can be tight. The same model with batch norm dropped, or with its eps ignored, differs by orders of
+    magnitude more (checked below), so the comparison sees both mistakes."""
     torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
     model = vision.create_model("yolo_n", num_classes=3, imgsz=96)
-    model.loss(torch.rand(2, 3, 96, 96), _targets(2, 96))  # non-trivial batch-norm statistics
-    model.eval()
-    images = torch.rand(1, 3, 96, 96)
-    x = letterbox(images, size=96)[0]
-    raw = model.forward_raw(x)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.eps == 1e-3 for m in norms)
+    for m in norms:
+        m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+        m.bias.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+        m.reset_running_stats()
+        m.momentum = None  # the statistics of one batch
+    model.train().forward_raw(torch.rand(2, 3, 96, 96))
+    for m in norms:
+        m.running_mean.add_(torch.randn(m.num_features, generator=g) * m.running_var.sqrt() * 0.1)
+        m.running_var.mul_(torch.rand(m.num_features, generator=g) * 0.45 + 0.8)  # stays positive
+    model.eval().double()
+    x = letterbox(torch.rand(1, 3, 96, 96), size=96)[0].double()
+    raw = _raw(model, x)
     fused = copy.deepcopy(model).fuse()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
-    raw_fused = fused.forward_raw(x)
-    assert torch.allclose(raw[0], raw_fused[0], atol=1e-3) and torch.allclose(raw[1], raw_fused[1], atol=1e-3)
+    for a, b in zip(raw, _raw(fused, x)):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    # the mistakes the comparison must see: batch norm dropped, or folded with eps = 0
+    dropped = copy.deepcopy(model)
+    for m in dropped.modules():
+        for name, child in m.named_children():
+            if isinstance(child, torch.nn.BatchNorm2d):
+                setattr(m, name, torch.nn.Identity())
+    no_eps = copy.deepcopy(model)
+    for m in no_eps.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eps = 0.0
+    for wrong in (dropped, no_eps.fuse()):
+        assert all((a - b).abs().max() > 1.0 for a, b in zip(raw, _raw(wrong, x)))
 
 
 def test_deepcopy_and_state_dict_round_trip():
@@ -326,19 +372,36 @@ def test_cuda_graph_and_bf16_paths_agree_with_eager():
         images = torch.rand(4, 3, 320, 320, device="cuda")  # square: the eager and the fixed canvas are the same
         model.loss(images, [{k: v.cuda() for k, v in t.items()} for t in _targets(4, 320)])
     model.eval()  # normalised by the statistics of these very images: unsaturated, spread scores
+    images2 = torch.rand_like(images)  # other images of the same kind, for the replay
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32
     try:
         eager = model.predict(images, amp=False)
+        eager2 = model.predict(images2, amp=False)
+        assert len(model._graphs) == 0
         graphed = model.predict(images, amp=False, cuda_graph=True)  # capture
-        again = model.predict(images, amp=False, cuda_graph=True)  # replay
+        assert len(model._graphs) == 1
+        replayed = model.predict(images2, amp=False, cuda_graph=True)  # replay on new inputs: no second capture
+        assert len(model._graphs) == 1
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
-    for a, b, c in zip(eager, graphed, again):
-        assert torch.equal(b["boxes"], c["boxes"]) and torch.equal(b["scores"], c["scores"])
+    for a, b in [*zip(eager, graphed), *zip(eager2, replayed)]:
+        assert len(a["scores"]) >= 20 and len(b["scores"]) >= 20
         assert a["scores"][0] - a["scores"][19] > 0.03, "scores too flat for the comparison to mean anything"
         _same_top_detections(a, b, score_atol=1e-5, box_atol=1e-3)
-    bf16 = model.predict(images, amp=True, cuda_graph=True)
+    # the replay computed the new images, not the captured ones again
+    assert any(not torch.equal(b["scores"], c["scores"]) for b, c in zip(graphed, replayed))
+    bf16 = model.predict(images, amp=True, cuda_graph=True)  # other options: a second graph
+    assert len(model._graphs) == 2
     for a, b in zip(eager, bf16):
-        assert b["boxes"].dtype == torch.float32
-        assert abs(a["scores"][0].item() - b["scores"][0].item()) < 0.02  # bf16 network, float32 decoding
+        assert b["boxes"].dtype == torch.float32 and b["scores"].dtype == torch.float32
+        assert len(a["scores"]) >= 5 and len(b["scores"]) >= 5
+        # bf16 network, float32 decoding: not the float32 numbers bit for bit, but the same top detections
+        assert len(a["scores"]) != len(b["scores"]) or not torch.equal(a["scores"], b["scores"])
+        for box, score, label in zip(a["boxes"][:5], a["scores"][:5], a["labels"][:5]):
+            close = (
+                (b["labels"] == label)
+                & ((b["scores"] - score).abs() <= 0.02)
+                & ((b["boxes"] - box).abs().amax(1) <= 2.0)
+            )
+            assert close.any(), f"bf16 lost detection {box.tolist()} ({label.item()}, {score.item():.4f})"
