@@ -24,7 +24,16 @@ from torch import Tensor, nn
 
 from vision.hub.cards import WeightsCard
 
-__all__ = ["Family", "FeatureExtractor", "FeatureInfoMixin", "FeatureSpec", "Stage", "freeze_batch_norm", "spec_name"]
+__all__ = [
+    "Family",
+    "FeatureExtractor",
+    "FeatureInfoMixin",
+    "FeatureSpec",
+    "SpecsMixin",
+    "Stage",
+    "freeze_batch_norm",
+    "spec_name",
+]
 
 
 @dataclass(frozen=True)
@@ -103,15 +112,10 @@ def freeze_batch_norm(module: nn.Module) -> nn.Module:
     return freeze_batch_norm_2d(module)
 
 
-class FeatureInfoMixin:
-    """``specs``, ``channels``, ``strides`` and ``size_divisibility`` from ``feature_info`` and ``out_indices``."""
+class SpecsMixin:
+    """``channels`` and ``strides`` of the declared output levels ``specs`` (backbones and necks alike)."""
 
-    feature_info: list[FeatureSpec]
-    out_indices: tuple[int, ...]
-
-    @property
-    def specs(self) -> list[FeatureSpec]:
-        return [self.feature_info[i] for i in self.out_indices]
+    specs: list[FeatureSpec]
 
     @property
     def channels(self) -> list[int]:
@@ -120,6 +124,17 @@ class FeatureInfoMixin:
     @property
     def strides(self) -> list[int]:
         return [s.stride for s in self.specs]
+
+
+class FeatureInfoMixin(SpecsMixin):
+    """``specs`` (and ``size_divisibility``) from ``feature_info`` and ``out_indices``; ``channels``, ``strides``."""
+
+    feature_info: list[FeatureSpec]
+    out_indices: tuple[int, ...]
+
+    @property
+    def specs(self) -> list[FeatureSpec]:  # type: ignore[override]
+        return [self.feature_info[i] for i in self.out_indices]
 
     @property
     def size_divisibility(self) -> int:

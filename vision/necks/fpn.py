@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from torch import Tensor, nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
-from vision.backbones._base import FeatureSpec
+from vision.backbones._base import FeatureSpec, SpecsMixin
 from vision.registry import NECKS
 
 __all__ = ["FPN", "fpn"]
@@ -48,7 +48,7 @@ def _level_names(strides: Sequence[int]) -> list[str]:
     return [f"p{i}" for i in range(len(strides))]
 
 
-class FPN(FeaturePyramidNetwork):
+class FPN(SpecsMixin, FeaturePyramidNetwork):
     """Feature Pyramid Network sized from declared input features.
 
     Args:
@@ -107,14 +107,6 @@ class FPN(FeaturePyramidNetwork):
         ]
         self.num_extra = len(extra_strides)
         self.out_channels = out_channels
-
-    @property
-    def channels(self) -> list[int]:
-        return [s.channels for s in self.specs]
-
-    @property
-    def strides(self) -> list[int]:
-        return [s.stride for s in self.specs]
 
     @property
     def main_specs(self) -> list[FeatureSpec]:

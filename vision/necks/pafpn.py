@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vision.backbones._base import FeatureSpec
+from vision.backbones._base import FeatureSpec, SpecsMixin
 from vision.backbones.csp_darknet import C2f, ConvBNAct
 from vision.registry import NECKS
 
@@ -42,7 +42,7 @@ def _level_name(stride: int) -> str:
     return f"P{level}" if 1 << level == stride else f"P_s{stride}"
 
 
-class PAFPN(nn.Module):
+class PAFPN(SpecsMixin, nn.Module):
     """PAN-FPN over declared backbone features.
 
     Args:
@@ -83,16 +83,8 @@ class PAFPN(nn.Module):
         self.bottom_up = nn.ModuleList(C2f(widths[i] + widths[i + 1], widths[i + 1], n=depth) for i in range(L - 1))
 
     @property
-    def specs(self) -> list[FeatureSpec]:
+    def specs(self) -> list[FeatureSpec]:  # type: ignore[override]
         return list(self.out_specs)
-
-    @property
-    def channels(self) -> list[int]:
-        return [s.channels for s in self.out_specs]
-
-    @property
-    def strides(self) -> list[int]:
-        return [s.stride for s in self.out_specs]
 
     def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
         xs = [lat(features[s.name]) for lat, s in zip(self.lateral, self.in_specs)]
