@@ -192,6 +192,13 @@ def test_inference_tool_on_images_and_video(mask_run, tmp_path, capsys):
     video_json = json.loads((out / "labels" / "clip.json").read_text())
     assert [f["frame"] for f in video_json] == list(range(5))
 
+    # save_json=false: the same pictures, no JSON at all
+    assert infer_main([f"weights={mask_run / 'weights' / 'best.safetensors'}", f"source={src / 'img0.png'}",
+                       "conf=0.0", "save_json=false", f"project={tmp_path / 'out'}", "name=nojson",
+                       "device=cpu"]) == 0  # fmt: skip
+    quiet = Path(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("results saved to "))
+    assert (quiet / "img0.png").is_file() and not list(quiet.rglob("*.json"))
+
 
 def test_cpu_augmentation_and_faster_rcnn(tmp_path):
     """The albumentations recipe in the workers; Faster R-CNN has no masks to load or evaluate."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 import yaml
 
-__all__ = ["fail", "increment_dir", "pick_device", "save_yaml"]
+__all__ = ["fail", "increment_dir", "pick_device", "save_json", "save_yaml"]
 
 
 def pick_device(spec: str | None) -> torch.device:
@@ -53,6 +54,16 @@ def save_yaml(path: str | os.PathLike[str], data: Any) -> Path:
     p = Path(path)
     tmp = p.with_name(p.name + ".tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, p)
+    return p
+
+
+def save_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write ``data`` as JSON atomically (``path.tmp``, then rename), creating the parent folder."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
     os.replace(tmp, p)
     return p
 

@@ -305,14 +305,12 @@ class DetectionTask(Task):
         return meta
 
     def on_epoch_end(self, run_dir: Path, epoch: int, metrics: Mapping[str, Any], model: nn.Module) -> None:
-        import json
+        from vision.cli.common import save_json
 
         results = metrics.get("_results")
         if results:
             for iou_type, items in results.items():
-                tmp = Path(run_dir) / f"predictions_{iou_type}.json.tmp"
-                tmp.write_text(json.dumps(items), encoding="utf-8")
-                os.replace(tmp, Path(run_dir) / f"predictions_{iou_type}.json")
+                save_json(Path(run_dir) / f"predictions_{iou_type}.json", items)
         if not self.args.get("plots", True):
             return
         if "precision" in metrics:

@@ -21,8 +21,6 @@ name; each video as ``<stem>.mp4`` (OpenCV ``VideoCapture`` -> ``VideoWriter``, 
 from __future__ import annotations
 
 import inspect
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vision.cli.common import save_json
 from vision.cli.infer import register_inference
 from vision.models._detection import Detections, filter_detections, label_offset, to_dataset_detections
 
@@ -226,14 +225,7 @@ class _Runner:
                           class_names=self.names, width=self.line_width)  # fmt: skip
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _video(runner: _Runner, path: Path, out_dir: Path, batch: int, save_json: bool) -> int:
+def _video(runner: _Runner, path: Path, out_dir: Path, batch: int, want_json: bool) -> int:
     """Annotate a video frame by frame into ``out_dir/<stem>.mp4``; returns the number of frames."""
     import cv2
 
@@ -262,15 +254,15 @@ def _video(runner: _Runner, path: Path, out_dir: Path, batch: int, save_json: bo
                         str(out_dir / f"{path.stem}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h)
                     )
                 writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-                if save_json:
+                if want_json:
                     frames.append({"frame": index, "detections": _records(det, runner.names)})
                 index += 1
     finally:
         cap.release()
         if writer is not None:
             writer.release()
-    if save_json:
-        _write_json(out_dir / "labels" / f"{path.stem}.json", frames)
+    if want_json:
+        save_json(out_dir / "labels" / f"{path.stem}.json", frames)
     print(f"{path}: {index} frames -> {out_dir / (path.stem + '.mp4')}")
     return index
 
@@ -286,14 +278,14 @@ def infer_detection(args: dict[str, Any]) -> Path:
     runner = _Runner(model, args, device)
     files = expand_source(args["source"], videos=True)
     out_dir = increment_dir(Path(args["project"]) / "detection", args["name"])
-    save_json = bool(args.get("save_json", True))
+    want_json = bool(args.get("save_json", True))
     batch = max(1, int(args["batch"]))
     images_meta: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     pictures = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
     for f in files:
         if f.suffix.lower() in VIDEO_EXTENSIONS:
-            _video(runner, f, out_dir, batch, save_json)
+            _video(runner, f, out_dir, batch, want_json)
     for start in range(0, len(pictures), batch):
         chunk = pictures[start : start + batch]
         imgs = [read_image(f) for f in chunk]
@@ -312,15 +304,15 @@ def infer_detection(args: dict[str, Any]) -> Path:
                 if "segmentation" in r:
                     ann["segmentation"] = r["segmentation"]
                 annotations.append(ann)
-            if save_json:
-                _write_json(out_dir / "labels" / f"{f.stem}.json", {"file": str(f), "detections": records})
+            if want_json:
+                save_json(out_dir / "labels" / f"{f.stem}.json", {"file": str(f), "detections": records})
             shown = ", ".join(f"{r['name']} {r['score']:.2f}" for r in records[:8])
             more = f" (+{len(records) - 8})" if len(records) > 8 else ""
             print(f"{f}: {len(records)} detections{': ' + shown if records else ''}{more}")
-    if save_json and pictures:
+    if want_json and pictures:
         names = runner.names or []
         n_cats = max(len(names), max((a["category_id"] for a in annotations), default=0))
         cats = [{"id": k + 1, "name": names[k] if k < len(names) else str(k)} for k in range(n_cats)]
-        _write_json(out_dir / "predictions_coco.json",
-                    {"images": images_meta, "categories": cats, "annotations": annotations})  # fmt: skip
+        save_json(out_dir / "predictions_coco.json",
+                  {"images": images_meta, "categories": cats, "annotations": annotations})  # fmt: skip
     return out_dir
