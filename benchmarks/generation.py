@@ -3,8 +3,8 @@ table.
 
 For every recipe (``zoo/<name>.yaml``) the script trains through the engine (``Trainer``), reloads the run's saved
 weights (the EMA weights), samples ``--samples`` class-balanced images (DDIM-50 without guidance for diffusion models)
-and scores them with :class:`vision.engine.gen_metrics.GenerationEvaluator`: ``fd_digits`` (Fréchet distance in the
-shipped digits classifier's features — not FID) and its held-out-real floor at the same sample count, the class
+and scores them with :class:`vision.tasks.generation.metrics.GenerationEvaluator`: ``fd_digits`` (Fréchet distance in
+the shipped digits classifier's features — not FID) and its held-out-real floor at the same sample count, the class
 accuracy of the samples, class coverage, and the nearest-neighbour distance to the training set relative to held-out
 real images (memorisation). Diffusion models are then sampled with DDIM at ``--ddim-steps`` (10/25/50/100) steps:
 seconds, images per second and quality per setting. ``--fid`` adds FID/KID with the standard Inception weights
@@ -110,8 +110,8 @@ def main() -> None:
     if args.toy:
         args.samples = min(args.samples, 200)
 
-    from vision.engine.checkpoint import load_run_model
-    from vision.engine.gen_metrics import GenerationEvaluator, fid_inception_v3
+    from vision import load_model
+    from vision.tasks.generation.metrics import GenerationEvaluator, fid_inception_v3
 
     device = torch.device(args.device)
     runs: list[tuple[str, Path, float | None]] = []
@@ -126,7 +126,7 @@ def main() -> None:
     fid_net = fid_inception_v3(device=device) if args.fid else None
     rows, ddim_rows = [], []
     for recipe, run, seconds in runs:
-        model = load_run_model(run).to(device).eval()
+        model = load_model(run).to(device).eval()
         channels = int(model.image_channels)
         if channels not in evaluators:
             evaluators[channels] = GenerationEvaluator(*_digits(channels), fid_net=fid_net, device=device)

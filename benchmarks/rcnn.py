@@ -34,9 +34,9 @@ import torchvision.models.detection as tvd
 from torchvision.ops import box_iou
 
 import vision
-from vision.engine.coco_eval import COCOEvaluator, coco_from_dataset
-from vision.engine.detection_infer import load_detector
-from vision.models._detection import to_dataset_detections
+from vision import load_model
+from vision.models.detection.common import to_dataset_detections
+from vision.tasks.detection.coco_eval import COCOEvaluator, coco_from_dataset
 
 ARCHS = ("fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn")
 
@@ -80,7 +80,7 @@ def build_pair(arch: str, weights: str | None, size: int, device: torch.device) 
     """``(torchvision model, our model, label offset)`` in eval mode with identical weights."""
     settings = {"min_size": size, "max_size": round(size * 1333 / 800)}
     if weights:
-        ours = load_detector(weights=weights, model=arch)
+        ours = load_model(weights, model=arch)
         for key, value in settings.items():
             setattr(ours.transform, key, (value,) if key == "min_size" else value)
         state = ours.state_dict()

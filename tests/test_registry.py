@@ -108,6 +108,8 @@ def plugin_site(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
     yield site
+    monkeypatch.undo()  # the plugins leave sys.path before the rediscovery, or it would register them again
+    importlib.invalidate_caches()
     MODELS.unregister("plugin_tiny_net")
     for mod in ("tinyplug_models", "brokenplug_models"):
         sys.modules.pop(mod, None)

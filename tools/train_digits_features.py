@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(argv: list[str] | None = None) -> int:
     from safetensors.torch import save_file
 
-    from vision.cli.args import parse_overrides
-    from vision.engine.gen_metrics import train_digits_feature_net
     from vision.hub.download import sha256_file
+    from vision.tasks.generation.metrics import train_digits_feature_net
+    from vision.utils.keys import parse_overrides
 
     args = parse_overrides(
         sys.argv[1:] if argv is None else argv,

@@ -11,18 +11,19 @@ Example:
 """
 
 from vision._api import create_backbone, create_model, get_card, list_models, load_weights
+from vision._loader import load_model
 from vision.backbones._base import FeatureSpec
 from vision.hub.cards import Preprocess, WeightsCard
-from vision.registry import BACKBONES, DATASETS, HEADS, MODELS, NECKS, Registry
+from vision.registry import BACKBONES, DATASETS, MODELS, NECKS, TASKS, Registry
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKBONES",
     "DATASETS",
-    "HEADS",
     "MODELS",
     "NECKS",
+    "TASKS",
     "FeatureSpec",
     "Preprocess",
     "Registry",
@@ -32,5 +33,6 @@ __all__ = [
     "create_model",
     "get_card",
     "list_models",
+    "load_model",
     "load_weights",
 ]

@@ -13,28 +13,11 @@ from torch import nn
 from vision.hub.adapt import LoadReport, load_into
 from vision.hub.cards import WeightsCard
 from vision.hub.download import download, load_state_dict_file
-from vision.registry import BACKBONES, MODELS, Entry, UnknownNameError, all_entries, split_name
+from vision.registry import BACKBONES, Entry, all_entries, resolve_entry, split_name
 
 __all__ = ["create_backbone", "create_model", "get_card", "list_models", "load_weights", "resolve_entry"]
 
 WeightsArg = bool | str | os.PathLike[str] | None
-
-
-def resolve_entry(name: str) -> Entry:
-    """The registry entry behind a model name: ``MODELS`` first, then classification-capable ``BACKBONES``."""
-    from vision.registry import _ensure_builtin
-
-    _ensure_builtin()
-    arch, _ = split_name(name)
-    for registry in (MODELS, BACKBONES):
-        try:
-            entry = registry.get(arch)
-        except UnknownNameError:
-            continue
-        if registry is MODELS or "classification" in entry.tags:
-            return entry
-    names = [e.name for _, e in all_entries()]
-    raise UnknownNameError(MODELS.unknown_message(arch, extra=[n for n in names if n not in MODELS._entries]))
 
 
 def _is_url(value: str) -> bool:
@@ -197,7 +180,7 @@ def _known_card(entry: Entry, path: Path) -> WeightsCard | None:
 
 def _attach_card(model: nn.Module, card: WeightsCard) -> None:
     """Give a model its card when the builder did not keep it: class names in the data-set label space."""
-    from vision.models._detection import label_offset
+    from vision.models.detection.common import label_offset
 
     model.card = card
     offset = label_offset(model)  # detectors with a background slot: the card names it, the data-set labels do not

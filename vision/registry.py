@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+import pkgutil
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,14 +31,16 @@ from vision.hub.cards import WeightsCard
 __all__ = [
     "BACKBONES",
     "DATASETS",
-    "HEADS",
     "MODELS",
     "NECKS",
+    "TASKS",
     "Entry",
     "Registry",
     "UnknownNameError",
     "close_matches",
     "discover_plugins",
+    "import_submodules",
+    "resolve_entry",
     "split_name",
 ]
 
@@ -101,16 +104,26 @@ def split_name(name: str) -> tuple[str, str | None]:
 
 
 class Registry:
-    """A strict name -> builder table of one kind (``models``, ``backbones``, ``necks``, ``heads``, ``datasets``).
+    """A strict name -> builder table of one kind (``models``, ``backbones``, ``necks``, ``datasets``, ``tasks``).
 
     A duplicate name raises; an unknown name raises :class:`UnknownNameError` listing close matches. A prefix
-    resolver (``register_prefix("timm/", fn)``) builds entries on demand for open-ended families.
+    resolver (``register_prefix("timm/", fn)``) builds entries on demand for open-ended families. ``builtin`` names
+    the packages whose import registers the built-in entries; they are imported the first time the registry is read
+    (by name, so that a low layer never imports a higher one and building a model never imports the data pipeline).
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, builtin: Iterable[str] = ()) -> None:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
         self._prefixes: dict[str, Callable[[str], Entry | None]] = {}
+        self._builtin = tuple(builtin)
+        self._loaded = False
+
+    def _load_builtin(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for module in self._builtin:
+                importlib.import_module(module)
 
     def register(
         self,
@@ -181,20 +194,24 @@ class Registry:
         return True
 
     def __iter__(self) -> Iterator[str]:
+        self._load_builtin()
         discover_plugins()
         return iter(sorted(self._entries))
 
     def __len__(self) -> int:
+        self._load_builtin()
         discover_plugins()
         return len(self._entries)
 
     def entries(self) -> list[Entry]:
+        self._load_builtin()
         discover_plugins()
         return [self._entries[k] for k in sorted(self._entries)]
 
     def get(self, name: str) -> Entry:
         """The entry for an architecture name (a weight tag after a dot is ignored)."""
         arch, _ = split_name(name)
+        self._load_builtin()
         entry = self._lookup(arch)
         if entry is None:
             discover_plugins()
@@ -228,15 +245,17 @@ class Registry:
         return self.get(name).builder(**kwargs)
 
     def names(self, pattern: str = "*") -> list[str]:
+        self._load_builtin()
         discover_plugins()
         return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
 
 
-MODELS = Registry("models")
-BACKBONES = Registry("backbones")
-NECKS = Registry("necks")
-HEADS = Registry("heads")
-DATASETS = Registry("datasets")
+BACKBONES = Registry("backbones", builtin=("vision.backbones",))
+NECKS = Registry("necks", builtin=("vision.necks",))
+MODELS = Registry("models", builtin=("vision.backbones", "vision.necks", "vision.models"))
+DATASETS = Registry("datasets", builtin=("vision.data",))
+#: training tasks: each entry's builder is the task class (see :class:`vision.engine.task.Task`)
+TASKS = Registry("tasks", builtin=("vision.tasks",))
 
 _plugins_state: dict[str, Any] = {"done": False, "loaded": {}, "failed": {}}
 
@@ -277,12 +296,20 @@ def discover_plugins(*, force: bool = False) -> dict[str, str]:
 
 
 def _ensure_builtin() -> None:
-    """Import the built-in families so that they register themselves."""
-    importlib.import_module("vision.backbones")
-    importlib.import_module("vision.necks")
-    importlib.import_module("vision.heads")
-    importlib.import_module("vision.models")
-    importlib.import_module("vision.data")
+    """Import the built-in model families so that they register themselves (not the data pipeline, not tasks)."""
+    MODELS._load_builtin()
+    BACKBONES._load_builtin()
+
+
+def import_submodules(package: str, path: Iterable[str]) -> None:
+    """Import every public module and subpackage below ``package`` (names starting with ``_`` are skipped), so
+    that each registers its builders: a new family is a new file or folder, nothing else to edit.
+
+    Call it from the package's ``__init__``: ``import_submodules(__name__, __path__)``.
+    """
+    for info in pkgutil.walk_packages(list(path), prefix=f"{package}."):
+        if not any(part.startswith("_") for part in info.name[len(package) + 1 :].split(".")):
+            importlib.import_module(info.name)
 
 
 def all_entries() -> list[tuple[str, Entry]]:
@@ -291,3 +318,18 @@ def all_entries() -> list[tuple[str, Entry]]:
     out = [("models", e) for e in MODELS.entries()]
     out += [("backbones", e) for e in BACKBONES.entries() if e.name not in MODELS._entries]
     return out
+
+
+def resolve_entry(name: str) -> Entry:
+    """The registry entry behind a model name: ``MODELS`` first, then classification-capable ``BACKBONES``."""
+    _ensure_builtin()
+    arch, _ = split_name(name)
+    for registry in (MODELS, BACKBONES):
+        try:
+            entry = registry.get(arch)
+        except UnknownNameError:
+            continue
+        if registry is MODELS or "classification" in entry.tags:
+            return entry
+    names = [e.name for _, e in all_entries()]
+    raise UnknownNameError(MODELS.unknown_message(arch, extra=[n for n in names if n not in MODELS._entries]))

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from vision.data import BadSampleWarning, CocoDetection, ImageReadError, build_transform, detection_collate, read_image
+from vision.data import BadSampleWarning, CocoDetection, build_transform, detection_collate
+from vision.io import ImageReadError, read_image
 
 
 def _build(bad_coco: tuple[Path, Path], **kwargs) -> tuple[CocoDetection, list[str]]:
@@ -86,12 +87,12 @@ def test_read_image_reasons(tmp_path: Path, image_writer) -> None:
         read_image(tmp_path / "text.jpg")
     assert err.value.reason == "unreadable"
     rgb = image_writer(tmp_path / "ok.png", 5, 7)
-    assert np.array_equal(read_image(tmp_path / "ok.png"), rgb)
+    assert np.array_equal(read_image(tmp_path / "ok.png", layout="hwc"), rgb)
     grey = tmp_path / "grey.png"
     import cv2
 
     cv2.imwrite(str(grey), np.full((4, 4), 77, np.uint8))
-    assert read_image(grey).shape == (4, 4, 3)
+    assert read_image(grey, layout="hwc").shape == (4, 4, 3)
 
 
 def test_many_problems_are_counted_after_the_warning_cap(tmp_path: Path, image_writer) -> None:

@@ -8,7 +8,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vision.data import build_transform, list_transforms, masks_to_boxes, unletterbox_boxes
+from vision.data import build_transform, list_transforms, masks_to_boxes
+from vision.ops import unletterbox
 from vision.registry import UnknownNameError
 
 SETTINGS = settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -139,7 +140,7 @@ def test_detection_eval_letterbox_round_trip() -> None:
     )
     assert img.dtype == torch.float32 and img.shape == (3, 64, 64)
     assert out["iscrowd"].tolist() == [0, 1] and out["labels"].tolist() == [3, 4]
-    np.testing.assert_allclose(unletterbox_boxes(out["boxes"], out["letterbox"]).numpy(), boxes, atol=1e-4)
+    np.testing.assert_allclose(unletterbox(out["boxes"], out["letterbox"]).numpy(), boxes, atol=1e-4)
     assert float(img[:, 0, 0].mean()) == pytest.approx((114 / 255 - 0.5) / 0.25, abs=1e-5)  # fill in the bars
 
 

@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from vision.data import SyntheticShapes
-from vision.engine.coco_eval import STAT_NAMES, COCOEvaluator, coco_from_dataset, coco_results, run_cocoeval
+from vision.tasks.detection.coco_eval import STAT_NAMES, COCOEvaluator, coco_from_dataset, coco_results, run_cocoeval
 
 
 def _noisy_detections(ds: SyntheticShapes, seed: int) -> tuple[list[dict[str, torch.Tensor]], list[int]]:

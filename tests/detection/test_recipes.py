@@ -6,7 +6,7 @@ import pytest
 
 import vision
 from vision.engine.config import resolve_args
-from vision.models._detection import label_offset
+from vision.models.detection.common import label_offset
 
 RECIPES = ["faster_rcnn_lite0_bccd", "fasterrcnn_resnet50_fpn_bccd", "maskrcnn_resnet50_fpn_synthetic"]
 DOWNLOADS = ("weights_backbone", "backbone_weights")

@@ -12,14 +12,16 @@ import numpy as np
 import pytest
 import torch
 
+from vision import load_model
 from vision.cli.infer import main as infer_main
 from vision.data import SyntheticShapes
 from vision.engine import Trainer
-from vision.engine.checkpoint import read_safetensors_metadata
-from vision.engine.coco_eval import STAT_NAMES, coco_from_dataset, run_cocoeval
 from vision.engine.config import resolve_args
-from vision.engine.detection import DetectionTask, load_data_spec
-from vision.engine.detection_infer import _Runner, load_detector, resolve_classes
+from vision.hub.metadata import read_safetensors_metadata
+from vision.tasks.detection.coco_eval import STAT_NAMES, coco_from_dataset, run_cocoeval
+from vision.tasks.detection.data import load_data_spec
+from vision.tasks.detection.infer import _Runner, resolve_classes
+from vision.tasks.detection.task import DetectionTask
 
 from .conftest import TINY_RCNN
 
@@ -87,7 +89,7 @@ def test_run_folder(mask_run):
 
 
 def test_trained_weights_reload_with_label_offset(mask_run):
-    model = load_detector(weights=str(mask_run / "weights" / "best.safetensors"))
+    model = load_model(str(mask_run / "weights" / "best.safetensors"))
     assert model.num_classes == 4 and model.categories == ["circle", "rectangle", "triangle"]
     image = SyntheticShapes(1, size=128, seed=99)[0][0].float() / 255
     det = model.predict([image], score_threshold=0.0)[0]
@@ -102,8 +104,8 @@ def test_copied_weights_file_infers_like_the_run(mask_run, tmp_path):
     copy = tmp_path / "elsewhere" / "cells.safetensors"
     copy.parent.mkdir()
     shutil.copy(mask_run / "weights" / "best.safetensors", copy)
-    original = load_detector(weights=str(mask_run / "weights" / "best.safetensors"))
-    copied = load_detector(weights=str(copy))
+    original = load_model(str(mask_run / "weights" / "best.safetensors"))
+    copied = load_model(str(copy))
     assert copied.num_classes == 4 and copied.categories == ["circle", "rectangle", "triangle"]
     image = SyntheticShapes(1, size=128, seed=7)[0][0].float() / 255
     a = original.predict([image], score_threshold=0.0)[0]
@@ -122,7 +124,7 @@ def test_classes_are_validated(mask_run):
     with pytest.raises(ValueError, match=r"index 3 .*\[0, 2\]"):
         resolve_classes("1,3", None, num_classes=3)
     assert resolve_classes("5", None) == [5]  # no names and no class count: nothing to check against
-    model = load_detector(weights=str(mask_run))  # the run folder works too
+    model = load_model(str(mask_run))  # the run folder works too
     with pytest.raises(ValueError, match="index 7"):
         _Runner(model, {"classes": 7, "conf": 0.1}, torch.device("cpu"))
 
@@ -153,7 +155,7 @@ def test_runner_passes_only_accepted_overrides_and_keeps_errors():
     assert out[0]["scores"].tolist() == pytest.approx([0.9, 0.5])  # the threshold applied afterwards
     with pytest.raises(TypeError, match="real bug"):  # not swallowed, not rerun without the overrides
         _Runner(_PlainDetector(fail=True), args, torch.device("cpu"))([torch.zeros(3, 8, 8, dtype=torch.uint8)])
-    model = load_detector(model="faster_rcnn", weights="")  # a zoo detector takes all three overrides
+    model = load_model(model="faster_rcnn")  # a zoo detector takes all three overrides
     assert set(_Runner(model, args, torch.device("cpu")).options) == {"score_threshold", "iou_threshold", "max_det"}
 
 

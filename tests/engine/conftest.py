@@ -13,7 +13,7 @@ PLUGIN = '''
 import torch
 from torch import nn
 
-from vision.models.classifier import _ClassifierMixin
+from vision.backbones.classifier import _ClassifierMixin
 from vision.registry import MODELS
 
 

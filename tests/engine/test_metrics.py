@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vision.engine.metrics import classification_metrics, topk_accuracy
+from vision.tasks.classification.metrics import classification_metrics, topk_accuracy
 
 sk = pytest.importorskip("sklearn.metrics")
 

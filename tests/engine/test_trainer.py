@@ -9,10 +9,12 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from vision.cli.args import ArgumentError
+from vision import load_model
 from vision.engine import NonFiniteLossError, Trainer
-from vision.engine.checkpoint import load_resume_state, load_run_model, read_safetensors_metadata
+from vision.engine.checkpoint import load_resume_state
 from vision.engine.config import resolve_args
+from vision.hub.metadata import read_safetensors_metadata
+from vision.utils.keys import ArgumentError
 
 BASE = [
     "model=tiny_convnet",
@@ -54,7 +56,7 @@ def test_run_writes_its_outputs(tiny_model, tmp_path, capsys):
     assert {"lr", "train_loss", "top1", "top5", "precision", "recall", "f1", "auc", "val_loss"} <= set(rows[0])
     meta = read_safetensors_metadata(run / "weights" / "best.safetensors")
     assert meta["model"] == "tiny_convnet" and meta["classes"] == [str(i) for i in range(10)]
-    model = load_run_model(run)
+    model = load_model(run)
     assert model.categories == [str(i) for i in range(10)]
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1] == f"run saved to {run}"
@@ -106,7 +108,7 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_last_good(tiny_model, tmp
     state = load_resume_state(run / "weights" / "last.state.pt")
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values())
-    model = load_run_model(run)
+    model = load_model(run)
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from vision.engine.gen_metrics import (
+from vision.hub.download import ChecksumError, OfflineError, sha256_file
+from vision.tasks.generation.metrics import (
     DIGITS_FEATURES_CARD,
     FIDInceptionV3,
     GenerationEvaluator,
-    _asset_path,
     fid_inception_v3,
     frechet_distance,
     kernel_distance,
     load_digits_feature_net,
 )
-from vision.hub.download import ChecksumError, OfflineError, sha256_file
+from vision.tasks.generation.networks import _asset_path
 
 
 def test_frechet_distance_closed_forms():
@@ -163,7 +163,7 @@ def test_fid_weights_download_hash_check_and_features(file_server, vision_home, 
         fid_inception_v3(url=url, sha256="6726825d")
     net = fid_inception_v3(url=url, sha256=digest, progress=False)
     torch.testing.assert_close(net.fc.weight, state["fc.weight"])
-    from vision.engine.gen_metrics import inception_features
+    from vision.tasks.generation.metrics import inception_features
 
     images = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
     feats = inception_features(images, net=net)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import vision
-from vision.models._gen_common import diff_augment, resolve_labels, spectral_norm
+from vision.models.generation.common import diff_augment, resolve_labels, spectral_norm
 from vision.registry import MODELS
 
 NAMES = ("ddpm_unet_s", "ddpm_unet_m", "sngan_32", "dcgan_32", "projected_gan")
@@ -28,11 +28,11 @@ def test_names_are_registered_for_generation():
     for name in NAMES:
         entry = MODELS.get(name)
         assert entry.task == "generation" and "generation" in entry.tags, name
-    from vision.cli.infer import _TASKS
     from vision.engine.task import get_task
 
-    assert get_task("generation").name == "generation"
-    assert "generation" in _TASKS
+    task = get_task("generation")
+    assert task.name == "generation"
+    assert "n" in task.infer_keys and task.infer.__name__ == "infer_generation"
 
 
 def test_sizes():
@@ -126,7 +126,9 @@ def test_gan_sample_contract(gan):
     assert a.dtype == torch.uint8 and a.shape == (5, 1, 32, 32)
     assert labels.shape == (5,) and labels.max() < 10
     assert torch.equal(a, gan.sample(5, seed=2))
-    assert torch.equal(a, gan.sample(5, seed=2, batch_size=2)), "eval-mode generator: images are independent"
+    # eval-mode generator: images are independent of the batching (up to float rounding of the batched kernels,
+    # which can move a pixel by one grey level on some CPUs)
+    assert (a.int() - gan.sample(5, seed=2, batch_size=2).int()).abs().max() <= 1
     assert not torch.equal(a, gan.sample(5, seed=3))
     with pytest.raises(ValueError, match="one step"):
         gan.sample(2, steps=10)
@@ -179,7 +181,7 @@ def test_gan_steps_reduce_their_losses(name):
     z = torch.randn(16, model.z_dim, generator=torch.Generator().manual_seed(1))
 
     def losses() -> tuple[float, float]:
-        from vision.models.gan import discriminator_loss, generator_loss
+        from vision.models.generation.gan.model import discriminator_loss, generator_loss
 
         model.eval()  # no power iterations, no batch statistics: a fixed function
         with torch.no_grad():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vision.models._diffusion_schedule import NoiseSchedule, run_sampler
+from vision.models.generation.diffusion.schedule import NoiseSchedule, run_sampler
 
 
 @pytest.fixture(scope="module", params=["linear", "cosine"])

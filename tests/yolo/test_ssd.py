@@ -7,7 +7,7 @@ import torch
 from torchvision.models import detection as tvd
 
 import vision
-from vision.models._detection import label_offset
+from vision.models.detection.common import label_offset
 from vision.registry import MODELS
 
 
@@ -120,5 +120,7 @@ def test_backbone_without_stride_16_and_32_maps_is_refused(monkeypatch):
         return body
 
     monkeypatch.setattr(vision, "create_backbone", odd_strides)
-    with pytest.raises(ValueError, match=r"needs feature maps at strides 16 and 32; the backbone's stages are"):
+    with pytest.raises(
+        ValueError, match=r"needs features at strides \[16, 32\]; the backbone has no level at stride 16"
+    ):
         vision.create_model("ssd", backbone="resnet18", num_classes=4)

@@ -26,8 +26,8 @@ def test_recipes_resolve(recipe):
 
 @pytest.mark.slow
 def test_short_run_trains_saves_and_infers(tmp_path):
+    from vision import load_model
     from vision.engine import Trainer
-    from vision.engine.detection_infer import load_detector
 
     argv = [
         "task=detection", "model=yolo_n", "data=synthetic", "synthetic.train=16", "synthetic.val=8",
@@ -39,7 +39,7 @@ def test_short_run_trains_saves_and_infers(tmp_path):
     rows = list(csv.DictReader((run / "metrics.csv").read_text(encoding="utf-8").splitlines()))
     assert len(rows) == 2 and all(0 <= float(r["map50"]) <= 1 for r in rows)
     assert (run / "weights" / "best.safetensors").is_file() and (run / "pr_curve.png").is_file()
-    model = load_detector(weights=str(run / "weights" / "best.safetensors"))
+    model = load_model(str(run / "weights" / "best.safetensors"))
     assert model.imgsz == 64 and model.categories == ["circle", "rectangle", "triangle"]
     dets = model.predict([torch.rand(3, 64, 80)], score_threshold=0.0)
     assert dets[0]["boxes"].shape[1] == 4

@@ -6,7 +6,7 @@ description the same underlying torchvision/timm network becomes
 
 - a :class:`FeatureExtractor` (``create_backbone``): ``forward(x) -> dict[str, Tensor]`` keyed by spec name, head
   modules removed; or
-- an :class:`~vision.models.classifier.ImageClassifier` (``create_model``): ``forward(x) -> logits``.
+- an :class:`~vision.backbones.classifier.ImageClassifier` (``create_model``): ``forward(x) -> logits``.
 
 Both *adopt* the network's submodules under their original names, so their state dicts are the torchvision/timm
 state dicts and published weights load unchanged.
@@ -32,6 +32,8 @@ __all__ = [
     "SpecsMixin",
     "Stage",
     "freeze_batch_norm",
+    "level_names",
+    "levels_by_stride",
     "spec_name",
 ]
 
@@ -53,12 +55,53 @@ class Stage:
     modules: tuple[str, ...]
 
 
+def level_names(strides: Sequence[int], prefix: str = "C") -> list[str]:
+    """The one naming rule for feature levels (backbones ``C``, necks ``P``): ``{prefix}{log2 stride}`` when the
+    strides are distinct powers of two (stride 8 -> ``"C3"``), else ``{prefix}{i}_s{stride}`` by position (several
+    levels of a single-scale body such as a ViT: ``C0_s16``, ``C1_s16`` ...).
+    """
+    powers = all(s > 0 and 2 ** round(math.log2(s)) == s for s in strides)
+    if powers and len(set(strides)) == len(strides):
+        return [f"{prefix}{round(math.log2(s))}" for s in strides]
+    return [f"{prefix}{i}_s{s}" for i, s in enumerate(strides)]
+
+
 def spec_name(stride: int) -> str:
     """Conventional name of a feature at a power-of-two stride: ``C{log2(stride)}`` (stride 8 -> ``"C3"``)."""
     level = round(math.log2(stride))
     if 2**level != stride:
         raise ValueError(f"stride {stride} is not a power of two")
-    return f"C{level}"
+    return level_names([stride])[0]
+
+
+_STRIDE_TOLERANCE = math.log2(1.2)
+
+
+def levels_by_stride(
+    specs: Sequence[FeatureSpec], strides: Sequence[int], *, model: str = "this head"
+) -> tuple[int, ...]:
+    """The one stride selection for every head: indices into ``specs`` of the levels at ``strides``.
+
+    Each requested stride takes the level whose declared stride is nearest to it in log scale, within 20 % (declared
+    strides are nominal: a family whose deepest map is truly ~37 px per cell at some input sizes declares 32);
+    distinct requests must get distinct levels, and anything further is refused, so a head never silently reads
+    the wrong scale.
+
+    Raises:
+        ValueError: naming the missing strides and the levels the backbone has.
+    """
+    if not specs:
+        raise ValueError(f"{model} got a backbone with no feature levels")
+    chosen: list[int] = []
+    for want in strides:
+        best = min(range(len(specs)), key=lambda i: (abs(math.log2(specs[i].stride / want)), -i))
+        if abs(math.log2(specs[best].stride / want)) > _STRIDE_TOLERANCE or best in chosen:
+            raise ValueError(
+                f"{model} needs features at strides {list(strides)}; the backbone has no level at stride {want} "
+                f"(its levels: {[(s.name, s.stride) for s in specs]}); pass out_indices=... to choose levels"
+            )
+        chosen.append(best)
+    return tuple(chosen)
 
 
 def stages_from(groups: Sequence[Sequence[str]], channels: Sequence[int], strides: Sequence[int]) -> list[Stage]:

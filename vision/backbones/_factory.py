@@ -49,7 +49,7 @@ def register_variant(
             )
         if out_indices is not None or frozen_stages or norm != "bn":
             raise ValueError(f"{name}: out_indices/frozen_stages/norm apply to create_backbone, not create_model")
-        from vision.models.classifier import ImageClassifier
+        from vision.backbones.classifier import ImageClassifier
 
         categories = list(card.categories) if card and card.categories and card.num_classes == classes else None
         return ImageClassifier(net, family, num_classes=classes, card=card, name=name, categories=categories)

@@ -19,20 +19,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from vision.backbones._base import FeatureInfoMixin, FeatureSpec, freeze_batch_norm
+from vision.backbones._base import FeatureInfoMixin, FeatureSpec, freeze_batch_norm, level_names
 from vision.hub.cards import Preprocess, WeightsCard, imagenet_categories
 from vision.registry import BACKBONES, Entry
 
 __all__ = ["TimmFeatureExtractor"]
 
 PREFIX = "timm/"
-
-
-def _names(strides: Sequence[int]) -> list[str]:
-    powers = all(s > 0 and 2 ** round(math.log2(s)) == s for s in strides)
-    if powers and len(set(strides)) == len(strides):
-        return [f"C{round(math.log2(s))}" for s in strides]
-    return [f"stage{i}" for i in range(len(strides))]
 
 
 class TimmFeatureExtractor(FeatureInfoMixin, nn.Module):
@@ -66,7 +59,7 @@ class TimmFeatureExtractor(FeatureInfoMixin, nn.Module):
         info = list(body.feature_info.info)
         n = len(info)
         raw = [(int(i["num_chs"]), int(i["reduction"])) for i in info]
-        self.feature_info = [FeatureSpec(nm, c, s) for nm, (c, s) in zip(_names([s for _, s in raw]), raw)]
+        self.feature_info = [FeatureSpec(nm, c, s) for nm, (c, s) in zip(level_names([s for _, s in raw]), raw)]
         resolved = tuple(range(n)) if wanted is None else tuple(i + n if i < 0 else i for i in wanted)
         if not resolved or any(i < 0 or i >= n for i in resolved) or len(set(resolved)) != len(resolved):
             raise ValueError(f"timm/{arch}: out_indices must be distinct stage indices in [0, {n}), got {out_indices}")
@@ -139,7 +132,7 @@ def _builder(arch: str):
                 card=card,
                 **kwargs,
             )
-        from vision.models.classifier import TimmClassifier
+        from vision.backbones.classifier import TimmClassifier
 
         extra = {"num_classes": num_classes} if num_classes is not None else {}
         model = timm.create_model(_timm_name(arch, pretrained), pretrained=bool(pretrained), **extra, **kwargs)

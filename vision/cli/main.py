@@ -64,8 +64,7 @@ def _cmd_info(ns: argparse.Namespace) -> int:
     import contextlib
     import inspect
 
-    from vision._api import resolve_entry
-    from vision.registry import split_name
+    from vision.registry import resolve_entry, split_name
 
     arch, _ = split_name(ns.name)
     entry = resolve_entry(arch)

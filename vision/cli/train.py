@@ -19,10 +19,13 @@ from collections.abc import Sequence
 
 import yaml
 
-from vision.cli.args import ArgumentError
 from vision.cli.common import fail
+from vision.utils.keys import ArgumentError
 
-__all__ = ["main"]
+__all__ = ["DEFAULT_RECIPE", "main"]
+
+#: what ``python tools/train.py`` with no arguments trains
+DEFAULT_RECIPE = "yolo_n_synthetic"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,10 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(__doc__)
         print("recipes:", ", ".join(list_recipes()))
         print("resolved keys for these arguments:")
-        print(yaml.safe_dump(resolve_args([a for a in argv if "=" in a]), sort_keys=False))
+        print(
+            yaml.safe_dump(resolve_args([a for a in argv if "=" in a], default_recipe=DEFAULT_RECIPE), sort_keys=False)
+        )
         return 0
     try:
-        args = resolve_args(argv)
+        args = resolve_args(argv, default_recipe=DEFAULT_RECIPE)
         Trainer(args).fit()
     except NonFiniteLossError as err:
         fail(str(err), code=3)

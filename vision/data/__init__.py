@@ -16,7 +16,6 @@ Example:
 """
 
 from vision.data._bad import REASONS, BadSample, BadSampleWarning
-from vision.data._io import ImageReadError, decode_image, read_image
 from vision.data.classification import Digits, ImageFolder
 from vision.data.coco import CocoDetection, bccd, find_bccd
 from vision.data.collate import AspectRatioBatchSampler, detection_collate, instance_map, pad_targets
@@ -29,7 +28,6 @@ from vision.data.transforms import (
     build_transform,
     list_transforms,
     masks_to_boxes,
-    unletterbox_boxes,
 )
 from vision.data.voc import VOC_CLASSES, VOCDetection
 
@@ -48,18 +46,14 @@ __all__ = [
     "Digits",
     "GpuAugment",
     "ImageFolder",
-    "ImageReadError",
     "SyntheticShapes",
     "VOCDetection",
     "bccd",
     "build_transform",
-    "decode_image",
     "detection_collate",
     "find_bccd",
     "instance_map",
     "list_transforms",
     "masks_to_boxes",
     "pad_targets",
-    "read_image",
-    "unletterbox_boxes",
 ]

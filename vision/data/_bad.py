@@ -202,7 +202,7 @@ class BadSampleMixin:
 
     def _load_replacing(self, index: int, load: Callable[[int], Any]) -> Any:
         """``load(i)`` for the first readable sample from ``index`` on (wrapping); records failures."""
-        from vision.data._io import ImageReadError
+        from vision.io import ImageReadError
 
         n = len(self)
         if not -n <= index < n:

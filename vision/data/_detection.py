@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from vision.data._bad import BadSampleLog, BadSampleMixin
-from vision.data._io import hwc_to_chw, read_image
+from vision.io import hwc_to_chw, read_image
 
 __all__ = [
     "DetectionTransformFn",
@@ -138,7 +138,7 @@ class FileDetectionDataset(BadSampleMixin, Dataset):
 
     def _load(self, i: int) -> tuple[Any, dict[str, Any]]:
         record = self.records[i]
-        image = read_image(record.file)
+        image = read_image(record.file, layout="hwc")
         h, w = image.shape[:2]
         boxes, keep = record.boxes, np.ones(len(record.boxes), bool)
         if (h, w) != (record.height, record.width):  # unknown (0) or wrong size in the annotation: clip now

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from vision.data._bad import BadSampleLog, BadSampleMixin
-from vision.data._io import IMAGE_EXTENSIONS, hwc_to_chw, read_image
+from vision.io import IMAGE_EXTENSIONS, hwc_to_chw, read_image
 from vision.registry import DATASETS
 
 __all__ = ["Digits", "ImageFolder"]
@@ -85,7 +85,7 @@ class ImageFolder(BadSampleMixin, Dataset):
 
     def _load(self, i: int) -> tuple[Any, int]:
         path, label = self.samples[i]
-        image = read_image(path)
+        image = read_image(path, layout="hwc")
         return (self.transform(image) if self.transform is not None else hwc_to_chw(image)), label
 
     def __getitem__(self, index: int) -> tuple[Tensor | Any, int]:

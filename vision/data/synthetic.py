@@ -28,7 +28,7 @@ from vision.data._bad import BadSampleLog, BadSampleMixin
 from vision.data._detection import DetectionTransformFn, finish_sample
 from vision.registry import DATASETS
 
-__all__ = ["SHAPES", "SyntheticShapes"]
+__all__ = ["SHAPES", "SyntheticShapes", "synthetic"]
 
 #: every shape the generator can draw
 SHAPES = ("circle", "rectangle", "triangle", "ellipse", "square", "star", "hexagon", "cross")
@@ -288,3 +288,30 @@ def _contrasting_colour(rng: np.random.Generator, background: np.ndarray) -> np.
     cands = rng.integers(0, 256, size=(6, 3)).astype(np.float32)
     dist = np.sqrt(((cands[:, None, :] - background[None]) ** 2).sum(-1)).min(1)
     return cands[int(dist.argmax())]
+
+
+@DATASETS.register("synthetic", tags={"detection", "segmentation"}, task="detection")
+def synthetic(
+    *,
+    split: str = "train",
+    train: int = 512,
+    val: int = 128,
+    size: int = 256,
+    seed: int = 0,
+    max_objects: int = 6,
+    masks: bool = True,
+    transform: Any = None,
+) -> SyntheticShapes:
+    """The built-in detection data (``data=synthetic``): ``train`` and ``val`` images of :class:`SyntheticShapes`
+    from two unrelated seeds, so the splits never share an image."""
+    if split not in ("train", "val"):
+        raise ValueError(f"synthetic split must be 'train' or 'val', got {split!r}")
+    count = int(train if split == "train" else val)
+    return SyntheticShapes(
+        count,
+        size=int(size),
+        seed=int(seed) + (1_000_003 if split == "val" else 0),
+        masks=masks,
+        max_objects=int(max_objects),
+        transform=transform,
+    )

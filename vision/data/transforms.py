@@ -29,6 +29,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vision.ops.letterbox import letterbox_info
 from vision.registry import UnknownNameError
 
 __all__ = [
@@ -48,7 +50,6 @@ __all__ = [
     "build_transform",
     "list_transforms",
     "masks_to_boxes",
-    "unletterbox_boxes",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -86,6 +87,12 @@ def list_transforms() -> list[str]:
     return sorted(_RECIPES)
 
 
+#: keys renamed to GpuAugment's names and units: old -> (new, divisor from the old unit)
+_RENAMED: dict[str, dict[str, tuple[str, float]]] = {
+    "detection_train": {"hue_shift": ("hue", 360.0), "sat_shift": ("saturation", 255.0), "val_shift": ("value", 255.0)}
+}
+
+
 def build_transform(name: str, **kwargs: Any) -> Callable[..., Any]:
     """Build the recipe ``name`` with ``kwargs``.
 
@@ -102,6 +109,13 @@ def build_transform(name: str, **kwargs: Any) -> Callable[..., Any]:
         valid = ", ".join(list_transforms())
         raise UnknownNameError(f"unknown transform recipe {name!r}.{hint} Valid recipes: {valid}")
     fn = _RECIPES[name]
+    for old, (new, unit) in _RENAMED.get(name, {}).items():
+        if old in kwargs:
+            if new in kwargs:
+                raise TypeError(f"transform recipe {name!r}: give {new}= or the deprecated {old}=, not both")
+            kwargs[new] = float(kwargs.pop(old)) / unit
+            warnings.warn(f"augment.{old} is deprecated: use augment.{new}={kwargs[new]:.4g} (GpuAugment's units)",
+                          DeprecationWarning, stacklevel=2)  # fmt: skip
     params = inspect.signature(fn).parameters
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
@@ -192,18 +206,6 @@ def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
     boxes = np.stack([x0, y0, x1, y1], 1).astype(np.float32)
     boxes[~rows.any(1)] = 0
     return boxes
-
-
-def unletterbox_boxes(boxes: Tensor, letterbox: Tensor) -> Tensor:
-    """Map boxes ``[N, 4]`` predicted on a letterboxed image back to the original image.
-
-    ``letterbox`` is the ``float32 [4]`` entry ``(scale_x, scale_y, pad_left, pad_top)`` that the letterbox recipes
-    add to the target: ``letterboxed = original * scale + pad``.
-    """
-    sx, sy, px, py = letterbox.to(boxes.dtype).unbind(-1)
-    scale = torch.stack([sx, sy, sx, sy], -1)
-    pad = torch.stack([px, py, px, py], -1)
-    return (boxes - pad) / scale
 
 
 def _instance_map(masks: np.ndarray) -> np.ndarray | None:
@@ -300,11 +302,7 @@ class DetectionTransform(_Seeded):
                 value = _np(target[key], np.int64 if key == "labels" else None)
                 result[key] = torch.from_numpy(np.ascontiguousarray(value[keep]))
         if self.letterbox_size is not None:
-            s = self.letterbox_size / max(H, W)
-            nh, nw = max(1, round(H * s)), max(1, round(W * s))
-            result["letterbox"] = torch.tensor(
-                [nw / W, nh / H, (self.letterbox_size - nw) // 2, (self.letterbox_size - nh) // 2], dtype=torch.float32
-            )
+            result["letterbox"] = torch.tensor(letterbox_info(H, W, self.letterbox_size), dtype=torch.float32)
         chw = _to_chw(out_img)
         if self._norm is not None:
             mean, inv_std = self._norm
@@ -412,9 +410,9 @@ def detection_train(
     shear: float | Sequence[float] = 0.0,
     hflip: float = 0.5,
     vflip: float = 0.0,
-    hue_shift: float = 5.0,
-    sat_shift: float = 40.0,
-    val_shift: float = 30.0,
+    hue: float = 0.015,
+    saturation: float = 0.16,
+    value: float = 0.12,
     hsv_p: float = 0.8,
     min_visibility: float = 0.1,
     min_size: float = 2.0,
@@ -427,12 +425,16 @@ def detection_train(
     seed: int | None = None,
 ) -> DetectionTransform:
     """BBoxSafeRandomCrop(p=crop_p) -> letterbox to ``size`` -> Affine(scale, translate, rotate, shear) ->
-    flips -> HueSaturationValue(p=hsv_p).
+    flips -> colour jitter (p=hsv_p).
 
-    ``scale`` is a factor range; ``translate`` a fraction of the side (``t`` means ``(-t, t)``); ``degrees`` and
-    ``shear`` in degrees (``d`` means ``(-d, d)``); the HSV shifts are albumentations' limits. Identity settings leave
-    their op out. Output ``uint8 [3, size, size]`` (normalised ``float32`` with ``normalize=True``; mean/std in [0, 1]
-    units). See the module docstring for the target.
+    The knobs have the names and units of :class:`vision.data.GpuAugment`: ``scale`` is a factor range;
+    ``translate`` a fraction of the side (``t`` means ``(-t, t)``); ``degrees`` and ``shear`` in degrees (``d`` means
+    ``(-d, d)``); ``hue`` a fraction of a full turn (``0.015`` = +-5.4 degrees); ``saturation`` and ``value`` gain
+    ranges (``0.16`` means gains in ``(0.84, 1.16)``). The old albumentations-unit keys ``hue_shift``, ``sat_shift``,
+    ``val_shift`` still work with a deprecation warning (converted: ``hue = hue_shift / 360``, ``saturation =
+    sat_shift / 255``, ``value = val_shift / 255``). Identity settings leave their op out. Output ``uint8 [3, size,
+    size]`` (normalised ``float32`` with ``normalize=True``; mean/std in [0, 1] units). See the module docstring for
+    the target.
     """
     kwargs = dict(locals())
     A = _albumentations()
@@ -451,9 +453,9 @@ def detection_train(
         ops.append(A.HorizontalFlip(p=hflip))
     if vflip > 0:
         ops.append(A.VerticalFlip(p=vflip))
-    if hsv_p > 0 and (hue_shift or sat_shift or val_shift):
-        ops.append(A.HueSaturationValue(hue_shift_limit=hue_shift, sat_shift_limit=sat_shift,
-                                        val_shift_limit=val_shift, p=hsv_p))  # fmt: skip
+    if hsv_p > 0 and (hue or saturation or value):
+        ops.append(A.ColorJitter(brightness=(1 - value, 1 + value), contrast=(1.0, 1.0),
+                                 saturation=(1 - saturation, 1 + saturation), hue=(-hue, hue), p=hsv_p))  # fmt: skip
     compose = A.Compose(ops, bbox_params=_bbox_params(A, min_visibility), seed=seed)
     return DetectionTransform("detection_train", kwargs, compose, min_size=min_size, mask_mode=mask_mode,
                               normalize=(mean, std) if normalize else None)  # fmt: skip
@@ -471,8 +473,8 @@ def detection_eval(
 ) -> DetectionTransform:
     """Letterbox: scale the longer side to ``size``, pad to ``size x size`` with ``fill`` (centred).
 
-    The target gets ``letterbox = (scale_x, scale_y, pad_left, pad_top)``; :func:`unletterbox_boxes` maps predictions
-    back to the original image.
+    The target gets ``letterbox = (scale_x, scale_y, pad_left, pad_top)``; :func:`vision.ops.unletterbox` maps
+    predictions back to the original image.
     """
     kwargs = dict(locals())
     A = _albumentations()

@@ -22,15 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 __all__ = [
     "atomic_torch_save",
     "capture_rng",
     "find_resume_state",
     "load_resume_state",
-    "load_run_model",
-    "read_safetensors_metadata",
     "restore_rng",
     "save_weights",
 ]
@@ -70,21 +67,6 @@ def save_weights(path: str | os.PathLike[str], state: Mapping[str, torch.Tensor]
     save_file(tensors, str(tmp), metadata={k: json.dumps(v) for k, v in metadata.items()})
     _replace(tmp, p)
     return p
-
-
-def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The JSON-decoded metadata of a safetensors file written by :func:`save_weights`."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        raw = f.metadata() or {}
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def capture_rng() -> dict[str, Any]:
@@ -147,62 +129,3 @@ def load_resume_state(path: str | os.PathLike[str]) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"resume state {path} could not be read (corrupt or not a vision-zoo state): {err}") from err
-
-
-def load_run_model(run: str | os.PathLike[str], *, weights: str | None = None, model: str | None = None) -> nn.Module:
-    """Rebuild the model of a training run and load its weights.
-
-    Args:
-        run: the run folder (holding ``args.yaml`` and ``weights/``).
-        weights: a weights file inside the run (default ``weights/best.safetensors``, else ``last``).
-        model: override the architecture name (default: the one in ``args.yaml``).
-    """
-    import yaml
-
-    import vision
-    from vision.hub.download import load_state_dict_file
-
-    run = Path(run)
-    args = yaml.safe_load((run / "args.yaml").read_text(encoding="utf-8")) or {}
-    path = Path(weights) if weights and Path(weights).is_file() else None
-    if path is None:
-        for name in ("best.safetensors", "last.safetensors"):
-            if (run / "weights" / name).is_file():
-                path = run / "weights" / name
-                break
-    if path is None:
-        raise FileNotFoundError(f"no weights in {run / 'weights'} (best.safetensors or last.safetensors)")
-    meta = read_safetensors_metadata(path) if path.suffix == ".safetensors" else {}
-    name = model or meta.get("model") or args.get("model")
-    kwargs = dict(meta.get("model_kwargs") or args.get("model_kwargs") or {})
-    classes = meta.get("classes")
-    if classes:
-        kwargs["num_classes"] = len(classes)
-    net = vision.create_model(name, **kwargs)
-    state = load_state_dict_file(path)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise RuntimeError(f"{path} does not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    if classes and hasattr(net, "categories"):
-        net.categories = list(classes)
-    if hasattr(net, "card") and meta.get("preprocess"):
-        from vision.hub.cards import Preprocess, WeightsCard
-
-        pre = meta["preprocess"]
-        net.card = WeightsCard(
-            url="",
-            sha256=None,
-            num_params=sum(p.numel() for p in net.parameters()),
-            num_classes=len(classes) if classes else None,
-            categories=tuple(classes) if classes else None,
-            preprocess=Preprocess(
-                input_size=tuple(pre["input_size"]),
-                resize_size=int(pre["resize_size"]),
-                interpolation=pre.get("interpolation", "bilinear"),
-                mean=tuple(pre["mean"]),
-                std=tuple(pre["std"]),
-                crop=bool(pre.get("crop", True)),
-            ),
-            source=str(run),
-        )
-    return net

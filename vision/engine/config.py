@@ -13,16 +13,14 @@ from typing import Any
 
 import yaml
 
-from vision.cli.args import ArgumentError, merge, parse_overrides
+from vision.utils.keys import ArgumentError, merge, parse_overrides
 
-__all__ = ["COMMON_DEFAULTS", "DEFAULT_RECIPE", "find_recipe", "list_recipes", "resolve_args", "zoo_dir"]
-
-DEFAULT_RECIPE = "yolo_n_synthetic"
+__all__ = ["COMMON_DEFAULTS", "find_recipe", "list_recipes", "resolve_args", "zoo_dir"]
 
 COMMON_DEFAULTS: dict[str, Any] = {
     # keys every task shares (scripts rely on them)
     "recipe": "",
-    "task": "classification",
+    "task": "",
     "model": "",
     "data": "",
     "fraction": 1.0,
@@ -129,10 +127,22 @@ def _resume_args(target: str, argv: Sequence[str]) -> dict[str, Any]:
     return args
 
 
-def resolve_args(argv: Sequence[str]) -> dict[str, Any]:
+def _task_of_model(model: str | None) -> str:
+    if not model:
+        raise ArgumentError("no task: give recipe=NAME, or model=NAME (its registered task is used), or task=NAME")
+    from vision.registry import resolve_entry
+
+    task = resolve_entry(str(model)).task
+    if not task:
+        raise ArgumentError(f"model={model} has no registered task; give task=NAME")
+    return task
+
+
+def resolve_args(argv: Sequence[str], *, default_recipe: str = "") -> dict[str, Any]:
     """Resolve ``key=value`` arguments against the defaults, the task's keys and the recipe.
 
-    With no ``recipe=`` (and no ``model=``/``data=`` overriding it) the built-in default recipe is used.
+    With no ``recipe=`` (and no ``model=``/``task=`` instead) ``default_recipe`` is used (the command line passes the
+    built-in default). The task is ``task=``, else the recipe's, else the registered task of ``model=``.
     """
     from vision.engine.task import get_task
 
@@ -144,9 +154,9 @@ def resolve_args(argv: Sequence[str]) -> dict[str, Any]:
         pre[key.strip()] = value
     if pre.get("resume"):
         return _resume_args(pre["resume"], argv)
-    recipe_name = pre.get("recipe") or ("" if ("model" in pre or "task" in pre) else DEFAULT_RECIPE)
+    recipe_name = pre.get("recipe") or ("" if ("model" in pre or "task" in pre) else default_recipe)
     recipe = _load_recipe(recipe_name) if recipe_name else {}
-    task_name = pre.get("task") or recipe.get("task") or COMMON_DEFAULTS["task"]
+    task_name = pre.get("task") or recipe.get("task") or _task_of_model(pre.get("model") or recipe.get("model"))
     task_cls = get_task(task_name)
     defaults = merge(COMMON_DEFAULTS, task_cls.defaults, strict=False)
     for section in _OPEN_SECTIONS:

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from vision.utils.distributed import average_gradients
+
 __all__ = ["DistInfo", "all_gather_objects", "average_gradients", "barrier", "cleanup", "reduce_mean", "setup"]
 
 
@@ -69,27 +71,6 @@ def reduce_mean(value: torch.Tensor) -> torch.Tensor:
     out = value.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / dist.get_world_size()
-
-
-def average_gradients(module: torch.nn.Module) -> None:
-    """Average the gradients of ``module``'s parameters over all ranks (one all-reduce per dtype).
-
-    For models that step their own optimisers (GANs) and so are not wrapped in DistributedDataParallel; a no-op
-    without DDP.
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    grads = [p.grad for p in module.parameters() if p.grad is not None]
-    world = dist.get_world_size()
-    for dtype in {g.dtype for g in grads}:
-        group = [g for g in grads if g.dtype == dtype]
-        flat = torch.cat([g.reshape(-1) for g in group])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat /= world
-        offset = 0
-        for g in group:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
 
 
 def all_gather_objects(obj: Any) -> list[Any]:

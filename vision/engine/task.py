@@ -22,29 +22,29 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["TASKS", "Task", "get_task", "move_to", "register_task"]
+from vision.registry import TASKS, Entry, UnknownNameError
 
-TASKS: dict[str, type[Task]] = {}
+__all__ = ["TASKS", "Task", "get_task", "move_to", "register_task"]
 
 
 def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: make a task available to ``tools/train.py`` under ``cls.name``."""
-    if cls.name in TASKS and TASKS[cls.name] is not cls:
-        raise ValueError(f"task {cls.name!r} is already registered by {TASKS[cls.name].__module__}")
-    TASKS[cls.name] = cls
+    """Class decorator: register a task in :data:`vision.registry.TASKS` under ``cls.name`` (the builder is the
+    class), so that ``tools/train.py task=NAME``, ``tools/infer.py`` and plugins find it."""
+    known = TASKS._entries.get(cls.name)
+    if known is not None:
+        if known.builder is cls:
+            return cls
+        raise ValueError(f"task {cls.name!r} is already registered by {known.source}")
+    TASKS.add(Entry(name=cls.name, builder=cls, task=cls.name, source=cls.__module__))
     return cls
 
 
 def get_task(name: str) -> type[Task]:
-    import vision.engine.classification
-    import vision.models  # noqa: F401  (task models register their tasks)
-    from vision.registry import close_matches
-
-    if name not in TASKS:
-        hint = close_matches(name, TASKS)
-        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ValueError(f"unknown task {name!r}{suggestion}; known: {', '.join(sorted(TASKS))}")
-    return TASKS[name]
+    """The task class registered as ``name`` (built-in tasks are imported on first use)."""
+    try:
+        return TASKS.get(name).builder
+    except UnknownNameError as err:
+        raise ValueError(f"{err}; known tasks: {', '.join(TASKS)}") from None
 
 
 def move_to(obj: Any, device: torch.device, *, non_blocking: bool = True) -> Any:
@@ -62,6 +62,9 @@ def move_to(obj: Any, device: torch.device, *, non_blocking: bool = True) -> Any
 class Task:
     """Base class of a training task.
 
+    A task is one folder under ``vision/tasks/`` (or a plugin's module) that registers its subclass with
+    :func:`register_task`; the engine finds it by name and never imports it.
+
     Attributes:
         name: the task's name (``args["task"]``).
         main_metric: the validation metric that picks ``best`` (a key of :meth:`evaluate`'s result).
@@ -73,6 +76,14 @@ class Task:
     main_metric: ClassVar[str] = "loss"
     maximize: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}
+    #: extra ``key=value`` keys of ``tools/infer.py`` for this task (on top of the common ones)
+    infer_keys: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def infer(cls, args: dict[str, Any]) -> Path:
+        """Inference on files (``tools/infer.py``): run the model of ``args`` on ``args["source"]``, write the results
+        into a new run folder and return it."""
+        raise NotImplementedError(f"task {cls.name!r} has no inference on files")
 
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = args

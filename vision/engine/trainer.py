@@ -30,7 +30,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vision.cli.common import increment_dir, pick_device, save_yaml
 from vision.engine import distributed as D
 from vision.engine.checkpoint import (
     atomic_torch_save,
@@ -44,6 +43,7 @@ from vision.engine.optim import build_optimizer, build_scheduler
 from vision.engine.reporting import MetricsLogger, format_table, plot_curves
 from vision.engine.sampler import EpochSampler, SeededDataset
 from vision.engine.task import Task, get_task
+from vision.utils import increment_dir, pick_device, save_yaml
 
 __all__ = ["NonFiniteLossError", "Trainer"]
 

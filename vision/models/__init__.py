@@ -1,13 +1,13 @@
-"""Task models. Importing this package imports every public module in it, so each registers its builders (and any
-training task or inference routine it defines); a new task model is a new file here, nothing else to edit."""
+"""Task models: ``classifier``, ``detection/{yolo, rcnn, ssd}``, ``generation/{gan, diffusion}``.
 
-import importlib
-import pkgutil
+Importing this package imports every public module below it, so each registers its builders; a new model family is
+a new file or folder here, nothing else to edit. Models stand alone: they import backbones, necks, ops and the hub,
+never the data pipeline, the engine or a task.
+"""
 
-from vision.models.classifier import ImageClassifier, TimmClassifier
+from vision.backbones.classifier import ImageClassifier, TimmClassifier
+from vision.registry import import_submodules
 
-for _module in pkgutil.iter_modules(__path__):
-    if not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+import_submodules(__name__, __path__)
 
 __all__ = ["ImageClassifier", "TimmClassifier"]

@@ -13,8 +13,7 @@ Extra levels (``extra=``): ``"pool"`` adds one level by max-pooling the coarsest
 (torchvision's ``LastLevelP6P7``) fed from the coarsest FPN output (``extra_source="p"``) or the coarsest backbone
 feature (``extra_source="c"``); ``None`` adds nothing.
 
-Output names are ``P{log2 stride}`` (``P2`` ... ``P6``) when the strides are distinct powers of two, else
-``p0, p1 ...``.
+Output names follow :func:`vision.backbones._base.level_names` with prefix ``P`` (``P2`` ... ``P6``).
 
 Example:
     >>> backbone = vision.create_backbone("resnet50")
@@ -26,26 +25,18 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
-from vision.backbones._base import FeatureSpec, SpecsMixin
+from vision.backbones._base import FeatureSpec, SpecsMixin, level_names
 from vision.registry import NECKS
 
 __all__ = ["FPN", "fpn"]
 
 _EXTRAS = (None, "pool", "p6p7")
-
-
-def _level_names(strides: Sequence[int]) -> list[str]:
-    powers = all(s > 0 and 2 ** round(math.log2(s)) == s for s in strides)
-    if powers and len(set(strides)) == len(strides):
-        return [f"P{round(math.log2(s))}" for s in strides]
-    return [f"p{i}" for i in range(len(strides))]
 
 
 class FPN(SpecsMixin, FeaturePyramidNetwork):
@@ -103,7 +94,7 @@ class FPN(SpecsMixin, FeaturePyramidNetwork):
         self.in_specs = in_specs
         out_strides = strides + extra_strides
         self.specs: list[FeatureSpec] = [
-            FeatureSpec(name, out_channels, s) for name, s in zip(_level_names(out_strides), out_strides)
+            FeatureSpec(name, out_channels, s) for name, s in zip(level_names(out_strides, "P"), out_strides)
         ]
         self.num_extra = len(extra_strides)
         self.out_channels = out_channels

@@ -30,16 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vision.backbones._base import FeatureSpec, SpecsMixin
+from vision.backbones._base import FeatureSpec, SpecsMixin, level_names
 from vision.backbones.csp_darknet import C2f, ConvBNAct
 from vision.registry import NECKS
 
 __all__ = ["PAFPN"]
-
-
-def _level_name(stride: int) -> str:
-    level = stride.bit_length() - 1
-    return f"P{level}" if 1 << level == stride else f"P_s{stride}"
 
 
 class PAFPN(SpecsMixin, nn.Module):
@@ -71,7 +66,10 @@ class PAFPN(SpecsMixin, nn.Module):
         if len(widths) != len(in_specs):
             raise ValueError(f"channels {widths} must give one width per input level ({len(in_specs)})")
         self.in_specs = in_specs
-        self.out_specs = [FeatureSpec(_level_name(s.stride), c, s.stride) for s, c in zip(in_specs, widths)]
+        self.out_specs = [
+            FeatureSpec(n, c, s.stride)
+            for n, s, c in zip(level_names([s.stride for s in in_specs], "P"), in_specs, widths)
+        ]
         L = len(in_specs)
         self.lateral = nn.ModuleList(
             nn.Identity() if s.channels == c else ConvBNAct(s.channels, c, 1) for s, c in zip(in_specs, widths)

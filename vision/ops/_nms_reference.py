@@ -1,9 +1,7 @@
 """Exact reference path for NMS: vectorised torch ops, any device (used on the CPU).
 
-The public functions live in :mod:`vision.ops.nms`; this module only answers one question:
-
-    given boxes already sorted by priority inside each segment (segment = one (image, class) group),
-    which of them does greedy NMS keep?
+The public functions live in :mod:`vision.ops.nms`; this module only answers one question: given boxes already
+sorted by priority inside each segment (segment = one (image, class) group), which does greedy NMS keep?
 
 The answer must be bit-for-bit the one torchvision's CPU ``nms`` gives for every segment, so every IoU that
 decides anything is computed with torchvision's formula in the same precision and operation order::

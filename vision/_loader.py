@@ -1,0 +1,205 @@
+"""The one loader: a training run, a weights file, a tag or a URL -> a ready model with its task, class names and
+preprocessing. ``tools/infer.py``, training's ``weights=``/``resume=``, benchmarks and the Python API all use it.
+
+What ``weights`` may be, and what the model gets:
+
+- a run folder (``args.yaml`` + ``weights/``), a file inside a run's ``weights/``, or any ``.safetensors`` file whose
+  metadata names its model (a copied ``best.safetensors``): the architecture, its keyword arguments, the class
+  names, the label offset and the preprocessing come from the file's metadata (else the run's ``args.yaml``);
+- a plain weights file (safetensors / ``.pt`` / ``.pth``: ours, torchvision's, timm's or lukemelas' layout) or a URL,
+  with ``model=``: a copy of a published file (same SHA-256) gets that card (names and preprocessing); a file whose
+  classifier has another size than the architecture's default builds the model with the file's class count (never a
+  random head); a file with the default head size but no names takes the default card's names and says so;
+- a weight tag (``tv2_in1k``) or ``None`` with ``model=``: as :func:`vision.create_model`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from vision._api import _head_prefixes, _is_url, create_model
+from vision.hub.cards import Preprocess, WeightsCard
+from vision.hub.metadata import read_safetensors_metadata
+from vision.registry import resolve_entry
+
+__all__ = ["find_trained_file", "load_model"]
+
+_WEIGHT_NAMES = ("best.safetensors", "last.safetensors")
+
+
+def find_trained_file(weights: str | os.PathLike[str] | None) -> tuple[Path, dict[str, Any], Path | None] | None:
+    """``(weights file, its metadata, run folder or None)`` when ``weights`` names a file written by training.
+
+    That is a run folder (``args.yaml`` + ``weights/``: its ``best``, else ``last`` weights), any file inside a run's
+    ``weights/``, or a ``.safetensors`` file anywhere whose metadata names its model. ``None`` otherwise.
+
+    Raises:
+        FileNotFoundError: a run folder without weights.
+    """
+    if not weights or (isinstance(weights, str) and _is_url(weights)):
+        return None
+    p = Path(weights)
+    if p.is_dir():
+        if not ((p / "args.yaml").is_file() and (p / "weights").is_dir()):
+            return None
+        found = next((p / "weights" / n for n in _WEIGHT_NAMES if (p / "weights" / n).is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"no weights in {p / 'weights'} ({' or '.join(_WEIGHT_NAMES)})")
+        return found, read_safetensors_metadata(found), p
+    if not p.is_file():
+        return None
+    meta = read_safetensors_metadata(p) if p.suffix == ".safetensors" else {}
+    run = p.parent.parent if p.parent.name == "weights" and (p.parent.parent / "args.yaml").is_file() else None
+    if run is None and "model" not in meta:
+        return None  # a plain weights file: for create_model(model, weights=path)
+    return p, meta, run
+
+
+def _card_from_metadata(net: nn.Module, meta: dict[str, Any], classes: list[str] | None, source: str) -> WeightsCard:
+    pre = meta["preprocess"]
+    return WeightsCard(
+        url="",
+        sha256=None,
+        num_params=sum(p.numel() for p in net.parameters()),
+        num_classes=len(classes) if classes else None,
+        categories=tuple(classes) if classes else None,
+        preprocess=Preprocess(
+            input_size=tuple(pre["input_size"]),
+            resize_size=int(pre["resize_size"]),
+            interpolation=pre.get("interpolation", "bilinear"),
+            mean=tuple(pre["mean"]),
+            std=tuple(pre["std"]),
+            crop=bool(pre.get("crop", True)),
+        ),
+        source=source,
+    )
+
+
+def _load_trained(path: Path, meta: dict[str, Any], run: Path | None, model: str | None) -> nn.Module:
+    from vision.hub.download import load_state_dict_file
+    from vision.models.detection.common import label_offset
+
+    args = (yaml.safe_load((run / "args.yaml").read_text(encoding="utf-8")) or {}) if run is not None else {}
+    name = model or meta.get("model") or args.get("model")
+    if not name:
+        raise ValueError(f"{path} names no model in its metadata; pass model=<architecture>")
+    kwargs = dict(meta.get("model_kwargs") or args.get("model_kwargs") or {})
+    classes = meta.get("classes")
+    offset = int(meta["label_offset"]) if "label_offset" in meta else label_offset(str(name))
+    if classes:
+        kwargs["num_classes"] = len(classes) + offset
+    net = create_model(str(name), **kwargs)
+    state = load_state_dict_file(path)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"{path} does not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if classes and hasattr(net, "categories"):
+        net.categories = list(classes)
+    if hasattr(net, "card") and meta.get("preprocess"):
+        net.card = _card_from_metadata(net, meta, classes, str(run or path))
+    net.task = meta.get("task") or args.get("task") or resolve_entry(str(name)).task
+    return net
+
+
+def _file_head_size(net: nn.Module, source: Any) -> int | None:
+    """The class count of the classifier stored in ``source`` when it differs from ``net``'s (else ``None``)."""
+    from vision.hub.adapt import adapt_state_dict
+    from vision.hub.download import load_state_dict_file
+
+    prefixes = _head_prefixes(net)
+    if not prefixes:
+        return None
+    target = net.state_dict()
+    state, _ = adapt_state_dict(load_state_dict_file(source), target, layout="auto")
+    for key, value in state.items():
+        if key.startswith(prefixes) and key in target and value.dim() == 2 and value.shape != target[key].shape:
+            return int(value.shape[0])
+    return None
+
+
+def _load_plain(model: str, weights: Any) -> nn.Module:
+    entry = resolve_entry(model)
+    if isinstance(weights, str) and _is_url(weights):
+        from vision._api import _hash_from_filename
+        from vision.hub.download import download
+
+        weights = download(weights, sha256=_hash_from_filename(weights))  # a local copy: its card is found by hash
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        net = create_model(model, weights=weights)
+    dropped = [w for w in caught if "another number of classes" in str(w.message)]
+    for w in caught:
+        if w not in dropped:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if dropped:
+        size = _file_head_size(net, weights)
+        if size is None:
+            raise RuntimeError(f"{weights}: {dropped[0].message}")
+        print(f"note: {weights} holds a {size}-class classifier; {model} was built with num_classes={size}",
+              file=sys.stderr)  # fmt: skip
+        net = create_model(model, weights=weights, num_classes=size)
+    card = getattr(net, "card", None) or (entry.card() if entry.default_tag else None)
+    if (
+        weights is not None
+        and getattr(net, "card", None) is None
+        and card is not None
+        and card.categories
+        and card.num_classes == getattr(net, "num_classes", None)
+    ):
+        from vision._api import _attach_card
+
+        _attach_card(net, card)
+        print(f"note: {weights} carries no class names; using those of {model}.{entry.default_tag} "
+              f"({card.num_classes} classes, same head size)", file=sys.stderr)  # fmt: skip
+    if getattr(net, "categories", None) is None and card is not None and card.categories:
+        from vision.models.detection.common import label_offset
+
+        if card.num_classes == getattr(net, "num_classes", None):
+            net.categories = list(card.categories[label_offset(net) :])
+    net.task = entry.task or "classification"
+    return net
+
+
+def load_model(
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    model: str | None = None,
+    device: torch.device | str | None = None,
+) -> nn.Module:
+    """A model ready for inference, in eval mode, from a run, a weights file, a tag or a URL (module docstring).
+
+    Args:
+        weights: a run folder, a weights file, a URL, a weight tag of ``model``, or ``None`` (random init).
+        model: the architecture (required unless ``weights`` is a run or a file written by training, where it
+            overrides the stored one).
+        device: where to put the model (default: stay on the CPU).
+
+    Returns:
+        The model with ``model.task`` set, ``model.categories`` (data-set class names, when known) and ``model.card``
+        (preprocessing) when the weights bring one.
+
+    Example:
+        >>> model = vision.load_model("runs/detection/train")                  # a training run
+        >>> model = vision.load_model("resnet18-ft.pth", model="resnet18")      # a fine-tuned plain file
+    """
+    found = find_trained_file(weights)
+    if found is not None:
+        net = _load_trained(*found, model)
+    else:
+        if not model:
+            raise ValueError(
+                "model= is required (e.g. model=resnet50), unless weights= names a training run or a .safetensors "
+                "file written by training"
+            )
+        net = _load_plain(model, weights or None)
+    if device is not None:
+        net = net.to(device)
+    return net.eval()

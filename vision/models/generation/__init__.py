@@ -1,0 +1,1 @@
+"""Generators: GANs (SN-GAN, DCGAN, projected GAN) and DDPM/DDIM diffusion, sharing :mod:`.common`."""

@@ -1,0 +1,160 @@
+"""The classification task: ImageFolder or the built-in digits, albumentations recipes, top-k/P/R/F1/AUC metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from vision.engine.distributed import all_gather_objects
+from vision.engine.task import Task, register_task
+from vision.tasks._data import registered_split, split_datasets
+from vision.tasks.classification.infer import CLASSIFICATION_KEYS, infer_classification
+from vision.tasks.classification.metrics import classification_metrics
+
+__all__ = ["ClassificationTask"]
+
+
+@register_task
+class ClassificationTask(Task):
+    """Image classification.
+
+    ``data``: ``digits`` (scikit-learn's handwritten digits, built in) or a folder: either with ``train/`` and
+    ``val/`` class folders, or a single ImageFolder split deterministically by ``val_fraction``.
+    """
+
+    name: ClassVar[str] = "classification"
+    infer_keys: ClassVar[dict[str, Any]] = CLASSIFICATION_KEYS
+    infer = staticmethod(infer_classification)
+    main_metric: ClassVar[str] = "top1"
+    maximize: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = {
+        "val_fraction": 0.2,
+        "label_smoothing": 0.0,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "augment": {"name": "classification_train", "scale": [0.5, 1.0], "hflip": 0.5, "color_jitter": 0.3},
+    }
+
+    def __init__(self, args: dict[str, Any]) -> None:
+        super().__init__(args)
+        self.classes: list[str] = []
+
+    # ------------------------------------------------------------------------------------------------------ data
+    def _transforms(self) -> tuple[Any, Any]:
+        from vision.data import build_transform
+
+        size = int(self.args["imgsz"])
+        aug = dict(self.args.get("augment") or {})
+        name = aug.pop("name", "classification_train")
+        common = {"mean": tuple(self.args["mean"]), "std": tuple(self.args["std"])}
+        train = build_transform(name, size=size, **common, **aug)
+        val = build_transform("classification_eval", size=size, crop_pct=1.0, **common)
+        return train, val
+
+    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        from vision.data import ImageFolder
+
+        data = str(self.args["data"] or "digits")
+        train_t, val_t = self._transforms()
+        offered = {"size": int(self.args["imgsz"]), "val_fraction": float(self.args["val_fraction"])}
+        train = registered_split(data, "classification", "train", {**offered, "transform": train_t})
+        if train is not None:
+            val = registered_split(data, "classification", "val", {**offered, "transform": val_t})
+            self.classes = list(train.classes)
+            return train, val
+        root = Path(data)
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"data={data!r} is neither a registered dataset ({', '.join(split_datasets('classification'))}) "
+                "nor a folder of images"
+            )
+        if (root / "train").is_dir():
+            train = ImageFolder(root / "train", transform=train_t)
+            val = ImageFolder(root / "val", transform=val_t) if (root / "val").is_dir() else None
+            if val is not None and val.classes != train.classes:
+                raise ValueError(f"{root}/val has classes {val.classes}, {root}/train has {train.classes}")
+            self.classes = list(train.classes)
+            return train, val
+        full_train = ImageFolder(root, transform=train_t)
+        full_val = ImageFolder(root, transform=val_t)
+        self.classes = list(full_train.classes)
+        rng = np.random.default_rng(int(self.args["seed"]))
+        order = rng.permutation(len(full_train))
+        n_val = round(len(order) * float(self.args["val_fraction"]))
+        return Subset(full_train, sorted(order[n_val:].tolist())), Subset(full_val, sorted(order[:n_val].tolist()))
+
+    # ------------------------------------------------------------------------------------------------------ model
+    def build_model(self) -> nn.Module:
+        import vision
+
+        weights: Any = self.args["weights"] or None
+        model = vision.create_model(
+            self.args["model"], weights=weights, num_classes=len(self.classes), **dict(self.args["model_kwargs"])
+        )
+        model.categories = list(self.classes)
+        return model
+
+    def prepare_batch(self, batch: Any, device: torch.device, *, train: bool) -> Any:
+        images, labels = batch
+        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+    # ------------------------------------------------------------------------------------------------------ eval
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, *, autocast: Any) -> dict[str, Any]:
+        model.eval()
+        probs, labels, loss_sum = [], [], 0.0
+        for batch in loader:
+            images, target = self.prepare_batch(batch, device, train=False)
+            with autocast():
+                logits = model(images)
+            logits = logits.float()
+            loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
+            probs.append(logits.softmax(-1).cpu().numpy())
+            labels.append(target.cpu().numpy())
+        local = (
+            np.concatenate(probs) if probs else np.zeros((0, len(self.classes)), np.float32),
+            np.concatenate(labels) if labels else np.zeros((0,), np.int64),
+            loss_sum,
+        )
+        parts = all_gather_objects(local)
+        all_probs = np.concatenate([p[0] for p in parts])
+        all_labels = np.concatenate([p[1] for p in parts])
+        metrics = classification_metrics(all_probs, all_labels)
+        metrics["val_loss"] = sum(p[2] for p in parts) / max(1, len(all_labels))
+        return metrics
+
+    def scalar_metrics(self, metrics: Mapping[str, Any]) -> dict[str, float]:
+        keys = ("top1", "top5", "precision", "recall", "f1", "auc", "val_loss")
+        return {k: float(metrics[k]) for k in keys if k in metrics}
+
+    # ------------------------------------------------------------------------------------------------------ outputs
+    def metadata(self) -> dict[str, Any]:
+        size = int(self.args["imgsz"])
+        return {
+            "classes": self.classes,
+            "preprocess": {
+                "input_size": [size, size],
+                "resize_size": size,
+                "interpolation": "bilinear",
+                "mean": list(self.args["mean"]),
+                "std": list(self.args["std"]),
+                "crop": True,
+            },
+        }
+
+    def on_epoch_end(self, run_dir: Path, epoch: int, metrics: Mapping[str, Any], model: nn.Module) -> None:
+        if "confusion" in metrics and self.args.get("plots", True):
+            from vision.engine.reporting import plot_confusion
+
+            plot_confusion(np.asarray(metrics["confusion"]), self.classes, run_dir / "confusion_matrix.png")
+
+    def inference_hint(self, run_dir: Path) -> str:
+        weights = run_dir / "weights" / "best.safetensors"
+        return f"python tools/infer.py weights={weights} source=<image, folder or glob>"

@@ -1,0 +1,247 @@
+"""``tools/infer.py`` for detectors: annotated images and videos plus JSON, for every model of task ``detection``.
+
+Usage::
+
+    python tools/infer.py weights=runs/detection/train/weights/best.safetensors source=cells/ conf=0.4
+    python tools/infer.py model=fasterrcnn_resnet50_fpn weights=tv_coco source=street.mp4 classes=person,car
+
+Keys (besides the common ones): ``conf`` (score threshold), ``iou`` (NMS IoU threshold; default: the model's),
+``max_det`` (detections per image; default: the model's), ``classes`` (keep only these classes: names or data-set
+label indices, e.g. ``classes=[0,2]`` or ``classes=RBC,WBC``), ``line_width`` (box outline in pixels),
+``save_json``.
+
+Outputs in ``<project>/detection/<name>``: each image annotated (boxes, class names, scores, masks) under its own
+name; each video as ``<stem>.mp4`` (OpenCV ``VideoCapture`` -> ``VideoWriter``, mp4v, the source's frame rate);
+``labels/<stem>.json`` per file (per frame for videos: ``{"frame", "detections"}``) with ``box`` (xyxy pixels),
+``score``, ``label`` (data-set label), ``name`` and, for masks, ``segmentation`` (COCO RLE); and
+``predictions_coco.json`` for all images in COCO format (``images``, ``categories``, ``annotations`` with ``score``;
+``category_id = label + 1``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vision._loader import load_model
+from vision.models.detection.common import Detections, filter_detections, label_offset, to_dataset_detections
+from vision.utils.files import save_json
+
+__all__ = ["DETECTION_KEYS", "infer_detection", "resolve_classes"]
+
+DETECTION_KEYS: dict[str, Any] = {
+    "conf": 0.25,
+    "iou": None,
+    "max_det": None,
+    "classes": None,
+    "line_width": 2,
+    "save_json": True,
+}
+
+
+def resolve_classes(classes: Any, names: Sequence[str] | None, num_classes: int | None = None) -> list[int] | None:
+    """``classes=`` (names and/or data-set indices; list or comma-separated string) -> data-set label indices.
+
+    Args:
+        classes: ``None``/``""`` (keep all), an index, a name, or a list / comma-separated string of them.
+        names: the model's class names (data-set label space), or ``None``.
+        num_classes: data-set classes of the model when it has no names (bounds the indices), or ``None``.
+
+    Raises:
+        ValueError: an unknown name, or an index outside ``[0, K)`` (``K = len(names)`` or ``num_classes``).
+    """
+    if classes is None or classes == "":
+        return None
+    items = (
+        classes.split(",")
+        if isinstance(classes, str)
+        else list(classes)
+        if isinstance(classes, list | tuple)
+        else [classes]
+    )
+    count = len(names) if names is not None else num_classes
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if text.lstrip("-").isdigit():
+            index = int(text)
+            if index < 0 or (count is not None and index >= count):
+                valid = f"[0, {count - 1}]" if count is not None else "indices >= 0"
+                known = f" ({', '.join(f'{i}={n}' for i, n in enumerate(names))})" if names is not None else ""
+                raise ValueError(f"classes: index {index} is out of range; valid: {valid}{known}")
+            out.append(index)
+        elif names is not None and text in names:
+            out.append(list(names).index(text))
+        else:
+            known = ", ".join(names) if names else "the model has no class names; use indices"
+            raise ValueError(f"classes: unknown class {text!r} (known: {known})")
+    return out
+
+
+def _records(det: Detections, names: Sequence[str] | None) -> list[dict[str, Any]]:
+    from pycocotools import mask as mask_utils
+
+    boxes = det["boxes"].float().cpu().tolist()
+    scores = det["scores"].float().cpu().tolist()
+    labels = det["labels"].cpu().tolist()
+    out = []
+    rles = None
+    if "masks" in det and len(labels):
+        import numpy as np
+
+        binary = (det["masks"][:, 0] > 0.5).permute(1, 2, 0).cpu().numpy().astype(np.uint8)
+        rles = mask_utils.encode(np.asfortranarray(binary))
+    for i, (box, score, label) in enumerate(zip(boxes, scores, labels)):
+        item: dict[str, Any] = {
+            "box": [round(v, 2) for v in box],
+            "score": round(score, 5),
+            "label": int(label),
+            "name": names[label] if names is not None and 0 <= label < len(names) else str(label),
+        }
+        if rles is not None:
+            item["segmentation"] = {"size": rles[i]["size"], "counts": rles[i]["counts"].decode("ascii")}
+        out.append(item)
+    return out
+
+
+class _Runner:
+    """Predict, filter and draw batches of uint8 images."""
+
+    def __init__(self, model: nn.Module, args: dict[str, Any], device: torch.device) -> None:
+        self.model, self.device = model, device
+        self.offset = label_offset(model)
+        self.names = getattr(model, "categories", None)
+        self.conf = float(args["conf"]) if args.get("conf") is not None else None
+        total = getattr(model, "num_classes", None)
+        self.classes = resolve_classes(
+            args.get("classes"), self.names, int(total) - self.offset if total is not None else None
+        )
+        wanted: dict[str, Any] = {}
+        if self.conf is not None:
+            wanted["score_threshold"] = self.conf
+        if args.get("iou") is not None:
+            wanted["iou_threshold"] = float(args["iou"])
+        self.max_det = int(args["max_det"]) if args.get("max_det") is not None else None
+        if self.max_det is not None:
+            wanted["max_det"] = self.max_det
+        # the overrides this detector's predict takes (decided once; the rest is filtered afterwards)
+        params = inspect.signature(model.predict).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            self.options = wanted
+        else:
+            self.options = {k: v for k, v in wanted.items() if k in params}
+        self.line_width = int(args.get("line_width") or 2)
+
+    @torch.no_grad()
+    def __call__(self, images: list[Tensor]) -> list[Detections]:
+        x = [img.to(self.device).float().div_(255.0) for img in images]
+        dets = to_dataset_detections(self.model.predict(x, **self.options), self.offset)
+        return [
+            filter_detections(d, score_threshold=self.conf, classes=self.classes, max_det=self.max_det) for d in dets
+        ]
+
+    def draw(self, image: Tensor, det: Detections) -> Tensor:
+        from vision.viz import draw_boxes
+
+        masks = (det["masks"][:, 0] > 0.5).cpu() if "masks" in det else None
+        return draw_boxes(image, det["boxes"].cpu(), det["labels"].cpu(), det["scores"].cpu(), masks=masks,
+                          class_names=self.names, width=self.line_width)  # fmt: skip
+
+
+def _video(runner: _Runner, path: Path, out_dir: Path, batch: int, want_json: bool) -> int:
+    """Annotate a video frame by frame into ``out_dir/<stem>.mp4``; returns the number of frames."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise OSError(f"cannot open video {path}")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    writer = None
+    frames: list[dict[str, Any]] = []
+    index = 0
+    try:
+        while True:
+            chunk = []
+            for _ in range(batch):
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                chunk.append(torch.from_numpy(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).contiguous())
+            if not chunk:
+                break
+            for img, det in zip(chunk, runner(chunk)):
+                drawn = runner.draw(img, det).permute(1, 2, 0).numpy()
+                if writer is None:
+                    h, w = drawn.shape[:2]
+                    writer = cv2.VideoWriter(
+                        str(out_dir / f"{path.stem}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h)
+                    )
+                writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+                if want_json:
+                    frames.append({"frame": index, "detections": _records(det, runner.names)})
+                index += 1
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if want_json:
+        save_json(out_dir / "labels" / f"{path.stem}.json", frames)
+    print(f"{path}: {index} frames -> {out_dir / (path.stem + '.mp4')}")
+    return index
+
+
+def infer_detection(args: dict[str, Any]) -> Path:
+    """Detect objects in images, folders, globs and videos; write annotated files and JSON (module docstring)."""
+    from vision.io import VIDEO_EXTENSIONS, expand_source, read_image, write_image
+    from vision.utils import increment_dir, pick_device
+
+    device = pick_device(args["device"])
+    model = load_model(
+        str(args.get("weights") or "") or None, model=str(args.get("model") or "") or None, device=device
+    )
+    runner = _Runner(model, args, device)
+    files = expand_source(args["source"], videos=True)
+    out_dir = increment_dir(Path(args["project"]) / "detection", args["name"])
+    want_json = bool(args.get("save_json", True))
+    batch = max(1, int(args["batch"]))
+    images_meta: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    pictures = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
+    for f in files:
+        if f.suffix.lower() in VIDEO_EXTENSIONS:
+            _video(runner, f, out_dir, batch, want_json)
+    for start in range(0, len(pictures), batch):
+        chunk = pictures[start : start + batch]
+        imgs = [read_image(f) for f in chunk]
+        for f, img, det in zip(chunk, imgs, runner(imgs)):
+            suffix = f.suffix.lower() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".png"
+            write_image(out_dir / f"{f.stem}{suffix}", runner.draw(img, det))
+            records = _records(det, runner.names)
+            image_id = len(images_meta) + 1
+            images_meta.append({"id": image_id, "file_name": str(f), "height": int(img.shape[1]),
+                                "width": int(img.shape[2])})  # fmt: skip
+            for r in records:
+                x0, y0, x1, y1 = r["box"]
+                ann = {"id": len(annotations) + 1, "image_id": image_id, "category_id": r["label"] + 1,
+                       "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)], "score": r["score"],
+                       "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": 0}  # fmt: skip
+                if "segmentation" in r:
+                    ann["segmentation"] = r["segmentation"]
+                annotations.append(ann)
+            if want_json:
+                save_json(out_dir / "labels" / f"{f.stem}.json", {"file": str(f), "detections": records})
+            shown = ", ".join(f"{r['name']} {r['score']:.2f}" for r in records[:8])
+            more = f" (+{len(records) - 8})" if len(records) > 8 else ""
+            print(f"{f}: {len(records)} detections{': ' + shown if records else ''}{more}")
+    if want_json and pictures:
+        names = runner.names or []
+        n_cats = max(len(names), max((a["category_id"] for a in annotations), default=0))
+        cats = [{"id": k + 1, "name": names[k] if k < len(names) else str(k)} for k in range(n_cats)]
+        save_json(out_dir / "predictions_coco.json",
+                  {"images": images_meta, "categories": cats, "annotations": annotations})  # fmt: skip
+    return out_dir

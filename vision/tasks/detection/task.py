@@ -1,0 +1,303 @@
+"""The detection task: one training/evaluation recipe for every detector (Faster/Mask R-CNN, YOLO, SSD).
+
+Data (``data=``):
+
+- ``synthetic`` (or empty): the built-in :class:`~vision.data.SyntheticShapes` with boxes and masks; its size is set by
+  the ``synthetic`` keys (``synthetic.train``, ``synthetic.val``: image counts; ``synthetic.size``; ``synthetic.seed``;
+  ``synthetic.max_objects``).
+- ``bccd``: the BCCD blood-cell set (:func:`~vision.data.bccd`, train/val splits).
+- a YAML file (or the same mapping written in a recipe) describing COCO-format splits::
+
+      path: /data/cells            # optional; relative paths resolve against it (default: the YAML's folder)
+      train: {images: images/train, annotations: annotations/train.json}
+      val: {images: images/val, annotations: annotations/val.json}     # or [images dir, json]
+
+Augmentation (``augment.name=``): ``detection_train`` (albumentations on the CPU workers, the other ``augment.*`` keys
+are its arguments, letterboxing to ``imgsz``), ``gpu`` (:class:`~vision.data.GpuAugment` on the batch in
+:meth:`DetectionTask.prepare_batch`: the CPU only decodes; ``augment.mosaic`` etc.; mosaic is switched off for the last
+``close_mosaic`` epochs) or ``none``. Validation images are the original ones: every detector resizes internally and
+returns boxes in input pixels, so predictions are compared with the original annotations.
+
+Labels: data sets use ``0..K-1``; a model tagged ``"background_class"`` is built with ``num_classes = K + 1`` and its
+targets/predictions are shifted by one (:mod:`vision.models.detection.common`); COCO evaluation and drawings use
+data-set labels.
+
+Evaluation: pycocotools ``COCOeval`` over the whole validation set gathered from every rank (bbox, and segm for
+models that predict masks); the metrics are COCOeval's own ``stats`` (``map`` = AP@[.5:.95], ``map50``, ``map75`` ...,
+``mask_map`` ...), and COCOeval's own summary is printed (``coco_summary=false`` silences it). Each validated
+epoch writes to the run folder ``predictions_bbox.json`` (COCO results format; ``predictions_segm.json`` with
+masks), ``pr_curve.png`` and ``val_predictions.png``.
+
+Example:
+    >>> python tools/train.py task=detection model=faster_rcnn model_kwargs.backbone=resnet18 data=synthetic epochs=5
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from vision.engine.task import Task, move_to, register_task
+from vision.models.detection.common import (
+    as_image_list,
+    filter_detections,
+    label_offset,
+    to_dataset_detections,
+    to_model_targets,
+)
+from vision.tasks._data import registered_split
+from vision.tasks.detection.data import SYNTHETIC_KEYS, load_data_spec
+from vision.tasks.detection.infer import DETECTION_KEYS, infer_detection
+from vision.tasks.detection.plots import plot_pr_curves
+
+__all__ = ["DetectionTask"]
+
+
+def _is_main() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _seed_of(*parts: Any) -> int:
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+@register_task
+class DetectionTask(Task):
+    """Object detection / instance segmentation with COCO metrics (see the module docstring)."""
+
+    name: ClassVar[str] = "detection"
+    infer_keys: ClassVar[dict[str, Any]] = DETECTION_KEYS
+    infer = staticmethod(infer_detection)
+    main_metric: ClassVar[str] = "map"
+    maximize: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = {
+        "imgsz": 640,
+        "batch": 8,
+        "augment": {"name": "detection_train"},
+        "close_mosaic": 0,
+        "masks": "auto",
+        "synthetic": dict(SYNTHETIC_KEYS),
+        "val_samples": 8,
+        "sample_conf": 0.3,
+        "coco_summary": True,
+    }
+
+    def __init__(self, args: dict[str, Any]) -> None:
+        super().__init__(args)
+        self.classes: list[str] = []
+        self.label_to_cat_id: dict[int, int] = {}
+        self.val_set: Dataset | None = None
+        self.coco_gt: Any = None
+        self.model: nn.Module | None = None
+        self._gpu_aug: nn.Module | None = None
+        self._gpu_aug_closed: nn.Module | None = None
+        self._epoch = 0
+        self._mosaic_off = False
+
+    # ------------------------------------------------------------------------------------------------------ data
+    @property
+    def offset(self) -> int:
+        """1 when the model reserves label 0 for the background, else 0."""
+        return label_offset(str(self.args["model"])) if self.args.get("model") else 0
+
+    def _wants_masks(self) -> bool:
+        masks = self.args.get("masks", "auto")
+        if masks == "auto":
+            from vision.registry import resolve_entry
+
+            return "segmentation" in resolve_entry(str(self.args["model"])).tags if self.args.get("model") else False
+        return bool(masks)
+
+    def _augment(self) -> tuple[str, dict[str, Any]]:
+        aug = dict(self.args.get("augment") or {})
+        name = str(aug.pop("name", "detection_train"))
+        if name not in ("detection_train", "gpu", "none"):
+            raise ValueError(f"augment.name must be detection_train, gpu or none, got {name!r}")
+        return name, aug
+
+    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        from vision.data import CocoDetection, build_transform
+
+        name, aug = self._augment()
+        size = int(self.args["imgsz"])
+        train_t = build_transform("detection_train", size=size, **aug) if name == "detection_train" else None
+        masks = self._wants_masks()
+        data = self.args.get("data") or "synthetic"
+        offered = {"transform": train_t, "masks": masks}
+        options = dict(self.args.get("synthetic") or {}) if data == "synthetic" else {}
+        train = registered_split(data, "detection", "train", offered, options) if isinstance(data, str) else None
+        if train is not None:
+            val = registered_split(data, "detection", "val", {**offered, "transform": None}, options)
+        else:
+            spec = load_data_spec(data)
+            train = CocoDetection(*spec["train"], masks=masks, transform=train_t)
+            val = CocoDetection(*spec["val"], masks=masks) if "val" in spec else None
+        if val is not None and len(val) == 0:  # type: ignore[arg-type]
+            val = None
+        if val is not None and val.classes != train.classes:
+            raise ValueError(f"val classes {val.classes} differ from train classes {train.classes}")
+        self.classes = list(train.classes)
+        self.label_to_cat_id = dict(
+            getattr(val or train, "label_to_cat_id", {i: i + 1 for i in range(len(self.classes))})
+        )
+        self.val_set = val
+        if name == "gpu":
+            from vision.data import GpuAugment
+
+            self._gpu_aug = GpuAugment(size=size, **aug)
+            self._gpu_aug_closed = GpuAugment(size=size, **{**aug, "mosaic": 0.0}) if aug.get("mosaic") else None
+        return train, val
+
+    def collate_fn(self) -> Any:
+        from vision.data import detection_collate
+
+        return detection_collate
+
+    # ------------------------------------------------------------------------------------------------------ model
+    def build_model(self) -> nn.Module:
+        import vision
+
+        if not self.classes:
+            raise RuntimeError("build_datasets() must run before build_model()")
+        weights: Any = self.args.get("weights") or None
+        num_classes = len(self.classes) + self.offset
+        model = vision.create_model(
+            str(self.args["model"]), weights=weights, num_classes=num_classes, **dict(self.args["model_kwargs"])
+        )
+        model.categories = list(self.classes)
+        self.model = model
+        return model
+
+    def _generator(self, device: torch.device, targets: Sequence[Mapping[str, Any]]) -> torch.Generator:
+        ids = [int(t.get("image_id", -1)) for t in targets]
+        gen = torch.Generator(device=device)
+        gen.manual_seed(_seed_of(self.args.get("seed", 0), self._epoch, ids))
+        return gen
+
+    def prepare_batch(self, batch: Any, device: torch.device, *, train: bool) -> Any:
+        """``(images, targets)`` on ``device``: images float in [0, 1] (GPU-augmented when ``augment.name=gpu``),
+        targets with data-set labels (the model's label offset is applied in :meth:`compute_loss`)."""
+        images, targets = batch
+        if isinstance(images, Tensor):
+            images = images.to(device, non_blocking=True)
+        else:
+            images = [i.to(device, non_blocking=True) for i in images]
+        targets = [move_to(t, device) for t in targets]
+        aug = self._gpu_aug_closed if self._mosaic_off and self._gpu_aug_closed is not None else self._gpu_aug
+        if train and aug is not None:
+            aug = aug.to(device)
+            uint8 = images.dtype == torch.uint8 if isinstance(images, Tensor) else images[0].dtype == torch.uint8
+            if not uint8:
+                raise ValueError("augment.name=gpu expects uint8 images from the data set (no CPU transform)")
+            # a model whose loss takes padded targets gets them as the augmenter makes them (padded once, no unpad)
+            output = "padded" if getattr(self.model, "accepts_padded_targets", False) else "list"
+            images, targets = aug(images, targets, generator=self._generator(device, targets), output=output)
+            return images, targets
+        if isinstance(images, Tensor) and images.dtype == torch.uint8:
+            return images.float().div_(255.0), targets
+        if isinstance(images, list):
+            return as_image_list(images), targets
+        return images, targets
+
+    def compute_loss(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        images, targets = batch
+        inner = getattr(model, "module", model)
+        if isinstance(targets, Mapping):  # padded by the GPU augmenter: straight to the loss
+            offset = label_offset(inner)
+            padded = {k: targets[k] for k in ("boxes", "labels", "valid")}
+            if offset:
+                padded["labels"] = padded["labels"] + offset
+            return model.loss(images, padded)
+        if not getattr(inner, "has_masks", False):
+            targets = [{k: v for k, v in t.items() if k != "masks"} for t in targets]
+        return model.loss(images, to_model_targets(targets, label_offset(inner)))
+
+    def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
+        self._epoch = int(epoch)
+        close = int(self.args.get("close_mosaic") or 0)
+        self._mosaic_off = close > 0 and epoch >= int(self.args["epochs"]) - close
+
+    # ------------------------------------------------------------------------------------------------------ eval
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, *, autocast: Any) -> dict[str, Any]:
+        from vision.tasks.detection.coco_eval import COCOEvaluator, coco_from_dataset
+
+        model.eval()
+        if self.coco_gt is None:
+            self.coco_gt = coco_from_dataset(self.val_set if self.val_set is not None else loader.dataset)
+        offset = label_offset(model)
+        masks = bool(getattr(getattr(model, "module", model), "has_masks", False))
+        evaluator = COCOEvaluator(
+            self.coco_gt, iou_types=("bbox", "segm") if masks else ("bbox",), label_to_cat_id=self.label_to_cat_id
+        )
+        samples: list[tuple[Tensor, dict[str, Tensor]]] = []
+        want = int(self.args.get("val_samples", 8) or 0)
+        for batch in loader:
+            images, targets = self.prepare_batch(batch, device, train=False)
+            with autocast():
+                dets = model.predict(images) if hasattr(model, "predict") else model(images)
+            dets = to_dataset_detections(dets, offset)
+            evaluator.update(dets, [int(t["image_id"]) for t in targets])
+            if len(samples) < want:
+                imgs = as_image_list(images)
+                for img, det in zip(imgs, dets):
+                    if len(samples) >= want:
+                        break
+                    small = filter_detections(det, score_threshold=float(self.args.get("sample_conf", 0.3)))
+                    samples.append(((img * 255).round().clamp(0, 255).to(torch.uint8).cpu(),
+                                    {k: v.detach().cpu() for k, v in small.items()}))  # fmt: skip
+        metrics = evaluator.evaluate()
+        if self.args.get("coco_summary", True) and _is_main():
+            print(evaluator.summary(), flush=True)  # COCOeval's own printed summary
+        metrics["_results"] = evaluator.results
+        metrics["_samples"] = samples
+        return metrics
+
+    def scalar_metrics(self, metrics: Mapping[str, Any]) -> dict[str, float]:
+        from vision.tasks.detection.coco_eval import STAT_NAMES
+
+        keys = [*STAT_NAMES, *(f"mask_{k}" for k in STAT_NAMES)]
+        return {k: float(metrics[k]) for k in keys if k in metrics}
+
+    # ------------------------------------------------------------------------------------------------------ outputs
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {"classes": self.classes, "label_offset": self.offset, "imgsz": int(self.args["imgsz"])}
+        rebuild = getattr(self.model, "rebuild_kwargs", None)
+        if rebuild:  # rebuilds the architecture without downloading backbone weights again
+            meta["model_kwargs"] = dict(rebuild)
+        return meta
+
+    def on_epoch_end(self, run_dir: Path, epoch: int, metrics: Mapping[str, Any], model: nn.Module) -> None:
+        from vision.utils.files import save_json
+
+        results = metrics.get("_results")
+        if results:
+            for iou_type, items in results.items():
+                save_json(Path(run_dir) / f"predictions_{iou_type}.json", items)
+        if not self.args.get("plots", True):
+            return
+        if "precision" in metrics:
+            plot_pr_curves(metrics["precision"], metrics["recall_thresholds"], self.classes, run_dir / "pr_curve.png")
+        samples = metrics.get("_samples") or []
+        if samples:
+            from vision.viz import draw_boxes, make_grid, save_image
+
+            tiles = [
+                draw_boxes(img, d["boxes"], d["labels"], d["scores"],
+                           masks=(d["masks"][:, 0] > 0.5) if "masks" in d else None, class_names=self.classes)
+                for img, d in samples
+            ]  # fmt: skip
+            save_image(make_grid(tiles), run_dir / "val_predictions.png")
+
+    def inference_hint(self, run_dir: Path) -> str:
+        weights = run_dir / "weights" / "best.safetensors"
+        return f"python tools/infer.py weights={weights} source=<images, folder, glob or video> conf=0.25"
