@@ -147,3 +147,21 @@ def test_safetensors_and_wrapped_checkpoints(tmp_path):
     assert torch.equal(loaded["a"], tensors["a"])
     torch.save({"epoch": 3, "state_dict": tensors}, tmp_path / "wrapped.pth")
     assert set(load_state_dict_file(tmp_path / "wrapped.pth")) == {"a", "b"}
+
+
+def test_bare_name_file_of_earlier_versions_is_taken_over_only_with_a_matching_hash(
+    file_server, vision_home, monkeypatch
+):
+    data, digest = _serve_checkpoint(file_server.root)
+    url = file_server.url("weights.pth")
+    legacy = cache_dir() / "weights.pth"  # where versions before the URL-keyed cache put it
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(data)
+    monkeypatch.setenv("VISION_OFFLINE", "1")
+    with pytest.raises(OfflineError):
+        download(url, sha256=None, progress=False)  # nothing vouches for it without a hash
+    with pytest.raises(OfflineError):
+        download(url, sha256="0" * 64, progress=False)
+    path = download(url, sha256=digest, progress=False)
+    assert path == cache_path(url, sha256=digest) and path.read_bytes() == data
+    assert file_server.requests == []

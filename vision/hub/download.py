@@ -15,6 +15,8 @@ Rules:
   must arrive; its SHA-256 is then recorded in ``<file>.sha256.json``.
 - A cached file is re-hashed before every use, against the expected hash or the recorded one. A mismatch (the file
   was changed on disk) deletes the file and raises :class:`ChecksumError` naming it; the next call downloads it again.
+- A file that earlier versions cached under its bare name (``<cache>/<file name>``) is taken over (hard-linked or
+  copied) when its hash matches the expected one; without an expected hash it is ignored.
 - ``VISION_OFFLINE=1`` turns a cache miss into :class:`OfflineError`, which names the URL and the expected path.
 - Loading uses ``torch.load(weights_only=True)`` or safetensors, never arbitrary pickle.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import sys
 import warnings
 import zipfile
@@ -174,7 +177,7 @@ def download(
     problem = _check_cached(path, expected, url)
     if problem is None:
         return path  # the common case: no lock, no network
-    if _offline() and problem in ("missing", "unrecorded"):
+    if _offline() and problem in ("missing", "unrecorded") and _legacy_copy(path, expected) is None:
         raise OfflineError(f"VISION_OFFLINE is set and {url} is not in the cache; expected it at {path}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,11 +191,37 @@ def download(
         if problem not in ("missing", "unrecorded"):
             remove(path, _record_path(path))
             raise ChecksumError(problem)
+        remove(path, _record_path(path))
+        if _adopt_legacy_copy(path, expected, url):
+            return path
         if _offline():
             raise OfflineError(f"VISION_OFFLINE is set and {url} is not in the cache; expected it at {path}")
-        remove(path, _record_path(path))
         _fetch_verified(url, path, expected, progress=progress, timeout=timeout)
     return path
+
+
+def _legacy_copy(path: Path, expected: str | None) -> Path | None:
+    """A file cached under its bare name by earlier versions (``<cache>/<name>``), usable only with a known hash."""
+    legacy = path.with_name(path.name.split("-", 1)[1])
+    return legacy if expected is not None and legacy.is_file() else None
+
+
+def _adopt_legacy_copy(path: Path, expected: str | None, url: str) -> bool:
+    """Link (or copy) a bare-name file of earlier versions to ``path`` when it has the expected hash (lock held)."""
+    legacy = _legacy_copy(path, expected)
+    if legacy is None or expected is None or not sha256_file(legacy).startswith(expected):
+        return False
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        try:
+            os.link(legacy, tmp)
+        except OSError:
+            shutil.copyfile(legacy, tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        remove(tmp)
+        raise DownloadError(f"cannot bring {legacy} (earlier download of {url}) into place at {path}: {err}") from err
+    return True
 
 
 def _fetch_verified(url: str, path: Path, expected: str | None, *, progress: bool | None, timeout: float) -> None:
