@@ -218,13 +218,16 @@ def transfer(url: str, dest: Path, *, need_length: bool, progress: bool | None, 
                         f"one; nothing was saved to {dest}. Pass sha256= (the file's published hash) to download it"
                     )
                 source, have, mode = _Source.of(url, response, length=length), 0, "wb"
-                if source.validator and source.length is not None:
-                    write_json(meta, asdict(source))
-                else:
-                    remove(meta)  # nothing to resume against: a cut transfer restarts
             else:
                 raise DownloadError(f"unexpected HTTP status {status} while downloading {url} into {dest}")
-            _stream(response, part, mode, have=have, source=source, dest=dest, progress=progress)
+            try:
+                if mode == "wb" and source.validator and source.length is not None:
+                    write_json(meta, asdict(source))
+                elif mode == "wb":
+                    remove(meta)  # nothing to resume against: a cut transfer restarts
+                _stream(response, part, mode, have=have, source=source, dest=dest, progress=progress)
+            except OSError as err:  # writing failed (disk full, permissions); reading errors are DownloadErrors
+                raise DownloadError(f"cannot write {part} while downloading {url}: {err}") from err
         return part
     raise DownloadError(f"{url} changed twice while being downloaded into {dest}; call again")
 
