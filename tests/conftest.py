@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import email.utils
+import hashlib
 import http.server
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,13 @@ class FileServer:
     Attributes:
         requests: ``(path, Range header or None)`` of every request, in order.
         cut_after: if set, the next response body is cut after this many bytes (the connection is closed).
+        ignore_range: answer every request with the whole file (200).
+        ignore_if_range: serve ranges even when ``If-Range`` names another version of the file.
+        send_length: send ``Content-Length`` (off: the body ends when the connection closes).
+        headers: all request headers of every request, in order.
+        on_request: called with the request path before each response (to hold or count requests).
+
+    Every file is served with an ``ETag`` (a hash of its bytes) and ``Last-Modified``; ``If-Range`` is honoured.
     """
 
     root: Path
@@ -29,6 +38,10 @@ class FileServer:
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     cut_after: int | None = None
     ignore_range: bool = False
+    ignore_if_range: bool = False
+    send_length: bool = True
+    headers: list[dict[str, str]] = field(default_factory=list)
+    on_request: Callable[[str], None] | None = None
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
@@ -44,6 +57,9 @@ def _handler(server: FileServer) -> type[http.server.BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             rng = self.headers.get("Range")
             server.requests.append((self.path, rng))
+            server.headers.append(dict(self.headers.items()))
+            if server.on_request is not None:
+                server.on_request(self.path)
             path = server.root / self.path.lstrip("/")
             if not path.is_file():
                 self.send_response(404)
@@ -51,6 +67,11 @@ def _handler(server: FileServer) -> type[http.server.BaseHTTPRequestHandler]:
                 self.end_headers()
                 return
             data = path.read_bytes()
+            etag = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
+            modified = email.utils.formatdate(path.stat().st_mtime, usegmt=True)
+            if_range = self.headers.get("If-Range")
+            if if_range is not None and if_range not in (etag, modified) and not server.ignore_if_range:
+                rng = None  # another version of the file: send all of it
             start = 0
             if rng and not server.ignore_range:
                 start = int(rng.split("=", 1)[1].split("-", 1)[0])
@@ -64,8 +85,14 @@ def _handler(server: FileServer) -> type[http.server.BaseHTTPRequestHandler]:
             else:
                 self.send_response(200)
             body = data[start:]
-            self.send_header("Content-Length", str(len(body)))
+            if server.send_length:
+                self.send_header("Content-Length", str(len(body)))
+            else:
+                self.send_header("Connection", "close")
+                self.close_connection = True
             self.send_header("Accept-Ranges", "bytes")
+            self.send_header("ETag", etag)
+            self.send_header("Last-Modified", modified)
             self.end_headers()
             if server.cut_after is not None:
                 self.wfile.write(body[: server.cut_after])

@@ -15,6 +15,7 @@ from vision.hub.download import (
     OfflineError,
     WeightsFileError,
     cache_dir,
+    cache_path,
     download,
     load_state_dict_file,
 )
@@ -31,7 +32,8 @@ def _serve_checkpoint(root: Path, name: str = "weights.pth", numel: int = 200_00
 def test_download_then_cache_hit_makes_no_request(file_server, vision_home):
     data, digest = _serve_checkpoint(file_server.root)
     path = download(file_server.url("weights.pth"), sha256=digest, progress=False)
-    assert path == cache_dir() / "weights.pth"
+    assert path == cache_path(file_server.url("weights.pth"), sha256=digest)
+    assert path.parent == cache_dir() and path.name.endswith("-weights.pth")
     assert path.read_bytes() == data
     assert len(file_server.requests) == 1
     again = download(file_server.url("weights.pth"), sha256=digest, progress=False)
@@ -50,7 +52,8 @@ def test_wrong_hash_raises_and_leaves_nothing(file_server, vision_home):
     with pytest.raises(ChecksumError, match=r"SHA-256 mismatch"):
         download(file_server.url("weights.pth"), sha256="0" * 64, progress=False)
     folder = cache_dir()
-    assert not folder.exists() or not any(folder.iterdir()), f"left behind: {list(folder.iterdir())}"
+    left = [p for p in folder.iterdir() if p.suffix != ".lock"] if folder.exists() else []
+    assert not left, f"left behind: {left}"
 
 
 def test_tampered_cached_file_is_deleted(file_server, vision_home):
@@ -70,9 +73,10 @@ def test_cut_transfer_resumes_with_range(file_server, vision_home):
     file_server.cut_after = half
     with pytest.raises(DownloadError, match="call again to resume"):
         download(file_server.url("weights.pth"), sha256=digest, progress=False)
-    part = cache_dir() / "weights.pth.part"
+    target = cache_path(file_server.url("weights.pth"), sha256=digest)
+    part = target.with_name(target.name + ".part")
     assert part.is_file() and part.stat().st_size == half
-    assert not (cache_dir() / "weights.pth").exists()
+    assert not target.exists()
     path = download(file_server.url("weights.pth"), sha256=digest, progress=False)
     assert path.read_bytes() == data
     assert file_server.requests[-1][1] == f"bytes={half}-", "the second request must resume with Range"
@@ -96,7 +100,7 @@ def test_offline_mode_names_url_and_path(file_server, vision_home, monkeypatch):
     with pytest.raises(OfflineError) as info:
         download(url, sha256=digest, progress=False)
     assert url in str(info.value)
-    assert str(cache_dir() / "weights.pth") in str(info.value)
+    assert str(cache_path(url, sha256=digest)) in str(info.value)
     assert file_server.requests == []
 
 
@@ -143,3 +147,21 @@ def test_safetensors_and_wrapped_checkpoints(tmp_path):
     assert torch.equal(loaded["a"], tensors["a"])
     torch.save({"epoch": 3, "state_dict": tensors}, tmp_path / "wrapped.pth")
     assert set(load_state_dict_file(tmp_path / "wrapped.pth")) == {"a", "b"}
+
+
+def test_bare_name_file_of_earlier_versions_is_taken_over_only_with_a_matching_hash(
+    file_server, vision_home, monkeypatch
+):
+    data, digest = _serve_checkpoint(file_server.root)
+    url = file_server.url("weights.pth")
+    legacy = cache_dir() / "weights.pth"  # where versions before the URL-keyed cache put it
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(data)
+    monkeypatch.setenv("VISION_OFFLINE", "1")
+    with pytest.raises(OfflineError):
+        download(url, sha256=None, progress=False)  # nothing vouches for it without a hash
+    with pytest.raises(OfflineError):
+        download(url, sha256="0" * 64, progress=False)
+    path = download(url, sha256=digest, progress=False)
+    assert path == cache_path(url, sha256=digest) and path.read_bytes() == data
+    assert file_server.requests == []

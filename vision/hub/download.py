@@ -2,11 +2,21 @@
 
 Rules:
 
-- The cache is ``$VISION_HOME/weights`` (``VISION_HOME`` defaults to ``~/.cache/vision``).
-- A file is fetched into ``<name>.part`` and renamed into place only after its SHA-256 matched, so the cache never
-  holds a half-written or unverified file. An interrupted transfer leaves the ``.part`` file; the next call resumes it
-  with an HTTP ``Range`` request (and starts over if the server ignores ranges).
-- A cached file is re-hashed before every use; a mismatch deletes it and raises :class:`ChecksumError`.
+- The cache is ``$VISION_HOME/weights`` (``VISION_HOME`` defaults to ``~/.cache/vision``). A file's place in it is
+  keyed by its full URL and its expected SHA-256 (see :func:`cache_path`): ``<16 hex digits>-<file name>``, so two
+  URLs that end in the same file name never share a file.
+- One process at a time downloads a given file: the others (torchrun ranks, other shells) wait on an ``flock`` of
+  ``<file>.lock`` and then use the finished file.
+- A file is fetched into ``<file>.part`` and renamed into place only after it is complete and verified, so the cache
+  never holds a half-written or unverified file. The ``.part`` is tied to its URL and to the server's validator
+  (ETag or Last-Modified) and length, recorded in ``<file>.part.json``; the next call resumes it with ``Range`` +
+  ``If-Range`` only when all of these still match, and otherwise starts from byte 0 (never splicing two versions).
+- With an expected hash, the file must match it. Without one, the server must state the file's length and all of it
+  must arrive; its SHA-256 is then recorded in ``<file>.sha256.json``.
+- A cached file is re-hashed before every use, against the expected hash or the recorded one. A mismatch (the file
+  was changed on disk) deletes the file and raises :class:`ChecksumError` naming it; the next call downloads it again.
+- A file that earlier versions cached under its bare name (``<cache>/<file name>``) is taken over (hard-linked or
+  copied) when its hash matches the expected one; without an expected hash it is ignored.
 - ``VISION_OFFLINE=1`` turns a cache miss into :class:`OfflineError`, which names the URL and the expected path.
 - Loading uses ``torch.load(weights_only=True)`` or safetensors, never arbitrary pickle.
 """
@@ -14,16 +24,19 @@ Rules:
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
+import re
+import shutil
 import sys
-import urllib.error
-import urllib.request
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+
+from vision.hub._download_errors import ChecksumError, DownloadError, OfflineError
+from vision.hub._download_fetch import CHUNK, file_lock, part_meta, read_json, remove, transfer, write_json
 
 __all__ = [
     "ChecksumError",
@@ -31,25 +44,13 @@ __all__ = [
     "OfflineError",
     "WeightsFileError",
     "cache_dir",
+    "cache_path",
     "download",
     "load_state_dict_file",
     "sha256_file",
 ]
 
-_CHUNK = 1 << 20
-_USER_AGENT = "vision-zoo"
-
-
-class DownloadError(RuntimeError):
-    """A transfer failed (network error, HTTP error, short read)."""
-
-
-class ChecksumError(DownloadError):
-    """A file's SHA-256 did not match the expected one; the file was deleted."""
-
-
-class OfflineError(DownloadError, FileNotFoundError):
-    """``VISION_OFFLINE=1`` and the file is not in the cache."""
+_HEX = re.compile(r"[0-9a-f]{8,64}")
 
 
 class WeightsFileError(ValueError):
@@ -70,72 +71,73 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of a file."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
+        for chunk in iter(lambda: f.read(CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _matches(actual: str, expected: str) -> bool:
-    return actual.startswith(expected.lower())
-
-
-def _progress_bar(total: int | None, initial: int, name: str, enabled: bool | None):
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
+def _expected_hash(sha256: str | None, url: str) -> str | None:
+    """The expected hash in lower case; ``ValueError`` naming the value unless it is 8-64 hex digits or ``None``."""
+    if sha256 is None:
         return None
-    from tqdm.auto import tqdm
+    if not isinstance(sha256, str) or _HEX.fullmatch(sha256.lower()) is None:
+        raise ValueError(
+            f"sha256={sha256!r} for {url} is not a SHA-256: give its 64 hex digits (or a prefix of at least 8), "
+            "or None when the publisher gives no hash"
+        )
+    return sha256.lower()
 
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=name, leave=False)
+
+def cache_path(
+    url: str,
+    *,
+    sha256: str | None = None,
+    filename: str | None = None,
+    directory: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Where :func:`download` keeps ``url``'s file: ``<directory>/<key>-<name>``.
+
+    ``key`` is 16 hex digits of the SHA-256 of the URL and the expected hash, ``name`` the readable file name
+    (``filename``, default the URL's last path component, with characters other than letters, digits and ``._+-``
+    replaced by ``_``).
+
+    Raises:
+        ValueError: ``sha256`` is not 8-64 hex digits, or no file name can be derived from ``url``.
+    """
+    expected = _expected_hash(sha256, url)
+    raw = filename or url.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", raw).lstrip(".")
+    if not name:
+        raise ValueError(f"cannot derive a file name from url {url!r}; pass filename=")
+    key = hashlib.sha256(f"{url}\n{expected or ''}".encode()).hexdigest()[:16]
+    folder = Path(directory) if directory is not None else cache_dir()
+    return folder / f"{key}-{name}"
 
 
-def _fetch(url: str, part: Path, *, progress: bool | None, timeout: float) -> None:
-    """Download ``url`` into ``part``, resuming from its current size when the server supports ranges."""
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    if have:
-        request.add_header("Range", f"bytes={have}-")
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and have:  # range not satisfiable: the .part is already complete (or longer)
-            return
-        raise DownloadError(f"HTTP {err.code} {err.reason} while downloading {url}") from err
-    except (urllib.error.URLError, OSError) as err:
-        raise DownloadError(f"could not download {url}: {err}") from err
-    with response:
-        status = getattr(response, "status", 200)
-        mode = "ab" if (have and status == 206) else "wb"
-        if mode == "wb":
-            have = 0
-        length = response.headers.get("Content-Length")
-        total = int(length) + have if length is not None else None
-        bar = _progress_bar(total, have, part.name.removesuffix(".part"), progress)
-        written = have
-        try:
-            with open(part, mode) as f:
-                while True:
-                    try:
-                        chunk = response.read(_CHUNK)
-                    except http.client.IncompleteRead as err:
-                        f.write(err.partial)  # keep what arrived, for the resume
-                        written += len(err.partial)
-                        raise DownloadError(
-                            f"transfer of {url} broke off after {written} bytes; call again to resume"
-                        ) from err
-                    except (OSError, urllib.error.URLError, http.client.HTTPException) as err:
-                        raise DownloadError(f"transfer of {url} broke off after {written} bytes: {err}") from err
-                    if not chunk:
-                        break
-                    f.write(chunk)
-                    written += len(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
-        finally:
-            if bar is not None:
-                bar.close()
-    if total is not None and written < total:
-        raise DownloadError(f"transfer of {url} ended after {written} of {total} bytes; call again to resume")
+def _record_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256.json")
+
+
+def _check_cached(path: Path, expected: str | None, url: str) -> str | None:
+    """``None`` when ``path`` is cached and verified; else why not: ``"missing"``, ``"unrecorded"`` or a message."""
+    if not path.is_file():
+        return "missing"
+    if expected is None:
+        record = read_json(_record_path(path)) or {}
+        recorded = record.get("sha256")
+        if not isinstance(recorded, str) or record.get("url") != url:
+            return "unrecorded"  # cannot be vouched for: downloaded again
+    else:
+        recorded = expected
+    actual = sha256_file(path)
+    if actual.startswith(recorded):
+        return None
+    if expected is not None:
+        return f"SHA-256 mismatch for {path} (from {url}): expected {expected}..., got {actual}; the file was deleted"
+    return (
+        f"SHA-256 mismatch for {path} (from {url}): the file changed on disk since it was downloaded (recorded "
+        f"{recorded} in {_record_path(path)}, now {actual}); the file was deleted, call again to download it afresh"
+    )
 
 
 def download(
@@ -149,53 +151,100 @@ def download(
 ) -> Path:
     """Return the local path of ``url``'s file, downloading and verifying it first if it is not cached.
 
+    Safe to call from several processes at once (one downloads, the others wait and then use its file).
+
     Args:
         url: ``http(s)://`` or ``file://`` address.
-        sha256: expected hex SHA-256 (or a prefix of >= 8 hex digits). ``None`` skips the check, which is only
-            allowed for files whose publisher gives no hash; a warning says so.
-        filename: name in the cache (default: the URL's last path component).
+        sha256: expected hex SHA-256 (or a prefix of >= 8 hex digits). ``None`` when the publisher gives no hash
+            (a warning says so): the server must then send the file's length, and the SHA-256 of the first download
+            is recorded and checked on every later use. ``""`` or anything but 8-64 hex digits is an error.
+        filename: readable part of the name in the cache (default: the URL's last path component).
         directory: cache directory (default: :func:`cache_dir`).
         progress: show a tqdm bar; default: only when stderr is a terminal.
         timeout: socket timeout in seconds.
 
     Raises:
+        ValueError: ``sha256`` is malformed (the message names the value).
         OfflineError: ``VISION_OFFLINE=1`` and the file is not cached (names the URL and the expected path).
         ChecksumError: the downloaded or cached file has the wrong hash (the file is deleted).
-        DownloadError: the transfer failed; a partial ``.part`` file is kept for resuming.
+        DownloadError: the transfer failed or was incomplete; a resumable ``.part`` file is kept for the next call.
 
     Example:
         >>> path = download("https://download.pytorch.org/models/resnet18-f37072fd.pth", sha256="f37072fd")
     """
-    name = filename or url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
-    if not name:
-        raise ValueError(f"cannot derive a file name from url {url!r}; pass filename=")
-    folder = Path(directory) if directory is not None else cache_dir()
-    path = folder / name
-    if path.exists():
-        _verify(path, sha256, url, delete=True)
-        return path
-    if _offline():
+    expected = _expected_hash(sha256, url)
+    path = cache_path(url, sha256=expected, filename=filename, directory=directory)
+    problem = _check_cached(path, expected, url)
+    if problem is None:
+        return path  # the common case: no lock, no network
+    if _offline() and problem in ("missing", "unrecorded") and _legacy_copy(path, expected) is None:
         raise OfflineError(f"VISION_OFFLINE is set and {url} is not in the cache; expected it at {path}")
-    folder.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
-    _fetch(url, part, progress=progress, timeout=timeout)
-    _verify(part, sha256, url, delete=True)
-    os.replace(part, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DownloadError(f"cannot create the cache folder {path.parent} for {url}: {err}") from err
+    note = progress if progress is not None else sys.stderr.isatty()
+    with file_lock(path, url=url, note=note):
+        problem = _check_cached(path, expected, url)  # another process may have finished it meanwhile
+        if problem is None:
+            return path
+        if problem not in ("missing", "unrecorded"):
+            remove(path, _record_path(path))
+            raise ChecksumError(problem)
+        remove(path, _record_path(path))
+        if _adopt_legacy_copy(path, expected, url):
+            return path
+        if _offline():
+            raise OfflineError(f"VISION_OFFLINE is set and {url} is not in the cache; expected it at {path}")
+        _fetch_verified(url, path, expected, progress=progress, timeout=timeout)
     return path
 
 
-def _verify(path: Path, sha256: str | None, url: str, *, delete: bool) -> None:
-    if sha256 is None:
-        import warnings
+def _legacy_copy(path: Path, expected: str | None) -> Path | None:
+    """A file cached under its bare name by earlier versions (``<cache>/<name>``), usable only with a known hash."""
+    legacy = path.with_name(path.name.split("-", 1)[1])
+    return legacy if expected is not None and legacy.is_file() else None
 
-        warnings.warn(f"no published SHA-256 for {url}: {path} is used unverified", stacklevel=3)
-        return
-    actual = sha256_file(path)
-    if not _matches(actual, sha256):
-        if delete:
-            path.unlink(missing_ok=True)
+
+def _adopt_legacy_copy(path: Path, expected: str | None, url: str) -> bool:
+    """Link (or copy) a bare-name file of earlier versions to ``path`` when it has the expected hash (lock held)."""
+    legacy = _legacy_copy(path, expected)
+    if legacy is None or expected is None or not sha256_file(legacy).startswith(expected):
+        return False
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        try:
+            os.link(legacy, tmp)
+        except OSError:
+            shutil.copyfile(legacy, tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        remove(tmp)
+        raise DownloadError(f"cannot bring {legacy} (earlier download of {url}) into place at {path}: {err}") from err
+    return True
+
+
+def _fetch_verified(url: str, path: Path, expected: str | None, *, progress: bool | None, timeout: float) -> None:
+    """Download into the ``.part`` file, verify it, record its hash and rename it to ``path`` (lock held)."""
+    part = transfer(url, path, need_length=expected is None, progress=progress, timeout=timeout)
+    actual = sha256_file(part)
+    if expected is not None and not actual.startswith(expected):
+        remove(part, part_meta(path))
         raise ChecksumError(
-            f"SHA-256 mismatch for {path} (from {url}): expected {sha256}..., got {actual}; the file was deleted"
+            f"SHA-256 mismatch for {path} (from {url}): expected {expected}..., got {actual}; the file was deleted"
+        )
+    size = part.stat().st_size
+    try:
+        write_json(_record_path(path), {"url": url, "sha256": actual, "size": size})
+        os.replace(part, path)
+    except OSError as err:
+        raise DownloadError(f"cannot move the download of {url} into place at {path}: {err}") from err
+    remove(part_meta(path))
+    if expected is None:
+        warnings.warn(
+            f"no published SHA-256 for {url}: recorded {actual} of the downloaded {path}; later uses are checked "
+            "against it",
+            stacklevel=3,
         )
 
 
