@@ -15,7 +15,7 @@ Example:
     >>> images, targets = GpuAugment(size=320, mosaic=0.5).to("cuda")(*move(next(iter(loader)), "cuda"))
 """
 
-from vision.data._bad import REASONS, BadSample, BadSampleWarning
+from vision.data._bad import REASONS, BadSample, BadSampleWarning, DataError, DataSummaryWarning
 from vision.data._io import ImageReadError, decode_image, read_image
 from vision.data.classification import Digits, ImageFolder
 from vision.data.coco import CocoDetection, bccd, find_bccd
@@ -44,6 +44,8 @@ __all__ = [
     "BadSampleWarning",
     "ClassificationTransform",
     "CocoDetection",
+    "DataError",
+    "DataSummaryWarning",
     "DetectionTransform",
     "Digits",
     "GpuAugment",
