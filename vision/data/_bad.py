@@ -12,8 +12,8 @@ reason              what happens
 ``box_clipped``     a box reaches outside the image: clipped to the image
 ``box_outside``     a box lies entirely outside the image (nothing left after clipping): the box is dropped
 ``box_degenerate``  a box with zero or negative width/height, or a non-finite coordinate: the box is dropped
-``bad_annotation``  an annotation that cannot be parsed (unknown category, malformed xml/segmentation): dropped
-                    (a malformed VOC xml drops its image)
+``bad_annotation``  an annotation that cannot be used (unknown image or category id, a bbox that is not four
+                    numbers, malformed xml/segmentation): dropped (a malformed VOC xml drops its image)
 ``no_segmentation`` ``masks=True`` but an annotation has no segmentation: its box is used as its mask
 ``size_mismatch``   the decoded image size differs from the annotation: boxes are clipped to the decoded image
                     and masks cropped/padded
@@ -67,7 +67,7 @@ REASONS: dict[str, str] = {
     "box_clipped": "box extends outside the image; clipped to the image",
     "box_outside": "box lies entirely outside the image; box dropped",
     "box_degenerate": "box has zero/negative width or height or a non-finite coordinate; box dropped",
-    "bad_annotation": "annotation cannot be parsed; annotation dropped",
+    "bad_annotation": "annotation cannot be used (unknown image or category id, malformed box or record); dropped",
     "no_segmentation": "annotation has no segmentation; its box is used as its mask",
     "size_mismatch": "decoded image size differs from the annotation; boxes clipped, masks cropped/padded",
     "duplicate_id": "image id (or image file) given to more than one image record",
