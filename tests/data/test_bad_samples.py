@@ -100,12 +100,15 @@ def test_many_problems_are_counted_after_the_warning_cap(tmp_path: Path, image_w
 
     image_writer(tmp_path / "a.png", 10, 10)
     anns = [{"id": i, "image_id": 0, "category_id": 1, "bbox": [1, 1, 0, 0], "iscrowd": 0} for i in range(30)]
+    anns.append({"id": 30, "image_id": 0, "category_id": 1, "bbox": [1, 1, 4, 4], "iscrowd": 0})  # one usable box
     data = {"images": [{"id": 0, "file_name": "a.png", "width": 10, "height": 10}], "annotations": anns,
             "categories": [{"id": 1, "name": "x"}]}  # fmt: skip
     (tmp_path / "a.json").write_text(json.dumps(data))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = CocoDetection(tmp_path, tmp_path / "a.json")
-    assert len(caught) == 21  # 20 individual warnings + one "further ... counted" notice
+    problems = [w for w in caught if issubclass(w.category, BadSampleWarning)]
+    assert len(problems) == 21  # 20 individual warnings + one "further ... counted" notice
+    assert len(caught) == 22  # + the split's summary line (a DataSummaryWarning)
     assert len(ds.bad_samples["box_degenerate"]) == 30
-    assert ds[0][1]["boxes"].shape == (0, 4) and isinstance(ds[0][0], torch.Tensor)
+    assert ds[0][1]["boxes"].tolist() == [[1.0, 1.0, 5.0, 5.0]] and isinstance(ds[0][0], torch.Tensor)

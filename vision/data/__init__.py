@@ -15,7 +15,7 @@ Example:
     >>> images, targets = GpuAugment(size=320, mosaic=0.5).to("cuda")(*move(next(iter(loader)), "cuda"))
 """
 
-from vision.data._bad import REASONS, BadSample, BadSampleWarning
+from vision.data._bad import REASONS, BadSample, BadSampleWarning, DataError, DataSummaryWarning
 from vision.data.classification import Digits, ImageFolder
 from vision.data.coco import CocoDetection, bccd, find_bccd
 from vision.data.collate import AspectRatioBatchSampler, detection_collate, instance_map, pad_targets
@@ -42,6 +42,8 @@ __all__ = [
     "BadSampleWarning",
     "ClassificationTransform",
     "CocoDetection",
+    "DataError",
+    "DataSummaryWarning",
     "DetectionTransform",
     "Digits",
     "GpuAugment",

@@ -12,12 +12,23 @@ reason              what happens
 ``box_clipped``     a box reaches outside the image: clipped to the image
 ``box_outside``     a box lies entirely outside the image (nothing left after clipping): the box is dropped
 ``box_degenerate``  a box with zero or negative width/height, or a non-finite coordinate: the box is dropped
-``bad_annotation``  an annotation that cannot be parsed (unknown category, malformed xml/segmentation): dropped
-                    (a malformed VOC xml drops its image)
+``bad_annotation``  an annotation that cannot be used (unknown image or category id, a bbox that is not four
+                    numbers, malformed xml/segmentation): dropped (a malformed VOC xml drops its image)
 ``no_segmentation`` ``masks=True`` but an annotation has no segmentation: its box is used as its mask
 ``size_mismatch``   the decoded image size differs from the annotation: boxes are clipped to the decoded image
                     and masks cropped/padded
+``duplicate_id``    two image records share an id (COCO) or an image file (VOC): the same record twice keeps one
+                    copy; different records are all skipped with their annotations, which cannot be told apart
+``empty_class``     an ImageFolder class folder holds no image: it is not made a class
 ==================  ======================================================================================
+
+An annotation that cannot be used is reported with the annotation file, the annotation's id and the offending value
+(``bad_annotation``: unknown image or category id, a bbox that is not four numbers; ``box_degenerate``: a
+non-finite value or a width/height <= 0) and skipped. After construction, a data set that dropped anything emits
+one :class:`DataSummaryWarning`, the summary line of the split (images and boxes kept and dropped; also
+``dataset.summary()``). A data set with nothing usable left (no image, or no box at all for detection) raises
+:class:`DataError` naming the file before any training starts; so does an annotation file that is not valid JSON
+(with the line and column).
 
 Each problem emits one :class:`BadSampleWarning` naming the file and the reason (the first ``max_warnings`` of
 each reason per dataset; later ones are only counted, and one last warning says so). Every problem is listed in
@@ -39,7 +50,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["REASONS", "BadSample", "BadSampleLog", "BadSampleMixin", "BadSampleWarning"]
+__all__ = [
+    "REASONS",
+    "BadSample",
+    "BadSampleLog",
+    "BadSampleMixin",
+    "BadSampleWarning",
+    "DataError",
+    "DataSummaryWarning",
+]
 
 REASONS: dict[str, str] = {
     "missing_file": "file does not exist; image dropped",
@@ -48,9 +67,11 @@ REASONS: dict[str, str] = {
     "box_clipped": "box extends outside the image; clipped to the image",
     "box_outside": "box lies entirely outside the image; box dropped",
     "box_degenerate": "box has zero/negative width or height or a non-finite coordinate; box dropped",
-    "bad_annotation": "annotation cannot be parsed; annotation dropped",
+    "bad_annotation": "annotation cannot be used (unknown image or category id, malformed box or record); dropped",
     "no_segmentation": "annotation has no segmentation; its box is used as its mask",
     "size_mismatch": "decoded image size differs from the annotation; boxes clipped, masks cropped/padded",
+    "duplicate_id": "image id (or image file) given to more than one image record",
+    "empty_class": "class folder holds no image; not made a class",
 }
 _CODES = {name: i + 1 for i, name in enumerate(REASONS)}
 _NAMES = {code: name for name, code in _CODES.items()}
@@ -58,6 +79,14 @@ _NAMES = {code: name for name, code in _CODES.items()}
 
 class BadSampleWarning(UserWarning):
     """A dataset found a bad sample (unreadable image, missing file, bad box) and skipped, replaced or fixed it."""
+
+
+class DataSummaryWarning(UserWarning):
+    """One line per data set that dropped something at construction: how many images and boxes were kept/dropped."""
+
+
+class DataError(ValueError):
+    """A data set that cannot be used (malformed annotation file, nothing usable left); the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +163,16 @@ class BadSampleLog:
                 self._entries.append(entry)
                 self._seen.add((f"{file}|{detail}", reason))
             self._warn(entry)
+
+    def counts(self) -> Counter[str]:
+        """Number of problems recorded so far (in this process) per reason."""
+        with self._lock:
+            return Counter(e.reason for e in self._entries)
+
+    def summarize(self, line: str, *, dropped: bool) -> None:
+        """Emit ``line`` (the data set's summary) as a :class:`DataSummaryWarning` when anything was ``dropped``."""
+        if dropped:
+            warnings.warn(f"{self.name}: {line} (see dataset.report())", DataSummaryWarning, stacklevel=3)
 
     def failed(self, index: int) -> bool:
         """Whether sample ``index`` is known to be unreadable (by any worker)."""

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vision.data._bad import BadSampleLog, BadSampleMixin
+from vision.data._bad import REASONS, BadSampleLog, BadSampleMixin, DataError
 from vision.io import hwc_to_chw, read_image
 
 __all__ = [
@@ -118,15 +118,53 @@ class FileDetectionDataset(BadSampleMixin, Dataset):
 
     num_empty: int = 0  # images without (usable) annotations, kept or dropped
     drop_empty: bool = False
+    images_dropped: int = 0  # image records dropped at construction for a problem (not for drop_empty)
+    boxes_dropped: int = 0  # annotations dropped at construction for a problem (with their image or alone)
+    boxes_excluded: int = 0  # crowd / difficult annotations left out by choice (include_crowd=False)
+
+    def summary(self) -> str:
+        """The split's summary line: images and boxes kept and dropped at construction (see :mod:`vision.data._bad`;
+        unreadable images are found later, at load time, and listed by :meth:`report`)."""
+        kept_boxes = sum(len(r.boxes) for r in self.records)
+        line = (
+            f"{len(self.records)} image(s) kept, {self.images_dropped} dropped; "
+            f"{kept_boxes} box(es) kept, {self.boxes_dropped} dropped"
+        )
+        if self.boxes_excluded:
+            line += f", {self.boxes_excluded} {self.flag_key} excluded"
+        if self.num_empty:
+            line += f"; {self.num_empty} image(s) without boxes " + (
+                "dropped (drop_empty=True)" if self.drop_empty else "kept as background"
+            )
+        return line
+
+    def _finish(self, source: str, *, require_boxes: bool, hint: str = "") -> None:
+        """End of construction: size the load-failure table, emit the summary line when anything was dropped, and
+        raise :class:`DataError` naming ``source`` when nothing usable is left (no image, or no box while
+        ``require_boxes``)."""
+        self._log.resize(len(self.records))
+        self._log.summarize(self.summary(), dropped=bool(self.images_dropped or self.boxes_dropped))
+        if self.records and (not require_boxes or any(len(r.boxes) for r in self.records)):
+            return
+        counts = self._log.counts()
+        problems = ", ".join(f"{n} {reason}" for reason, n in counts.items() if reason in REASONS)
+        raise DataError(
+            f"{source}: nothing usable is left ({self.summary()})"
+            + (f"; {hint}" if hint else "")
+            + (f"; problems: {problems} (each was warned about above)" if problems else "")
+        )
 
     def _masks(self, record: ImageRecord, keep: np.ndarray, height: int, width: int) -> np.ndarray:
         raise NotImplementedError
 
     def report(self) -> str:
-        """Bad samples (see :mod:`vision.data._bad`) plus the number of images without annotations (not an error:
-        they are kept as background-only images, or dropped with ``drop_empty=True``)."""
+        """Bad samples (see :mod:`vision.data._bad`), the number of images without annotations (not an error:
+        they are kept as background-only images, or dropped with ``drop_empty=True``) and the summary line."""
         action = "dropped (drop_empty=True)" if self.drop_empty else "kept with empty targets"
-        return f"{super().report()}\n  images without annotations: {self.num_empty} ({action})"
+        return (
+            f"{super().report()}\n  images without annotations: {self.num_empty} ({action})\n"
+            f"  summary: {self.summary()}"
+        )
 
     @property
     def image_ids(self) -> list[int]:

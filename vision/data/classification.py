@@ -19,7 +19,7 @@ import numpy as np
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from vision.data._bad import BadSampleLog, BadSampleMixin
+from vision.data._bad import BadSampleLog, BadSampleMixin, DataError
 from vision.io import IMAGE_EXTENSIONS, hwc_to_chw, read_image
 from vision.registry import DATASETS
 
@@ -30,10 +30,13 @@ __all__ = ["Digits", "ImageFolder"]
 class ImageFolder(BadSampleMixin, Dataset):
     """Images in class sub-folders: ``root/<class>/**/<image>``.
 
-    Classes are the sorted names of the sub-folders of ``root`` (hidden ones ignored); files are found recursively
-    and sorted, so the sample order is deterministic. An unreadable image (corrupt, truncated, empty) is reported
-    once (a :class:`~vision.data.BadSampleWarning` naming the file and the reason, counted in :attr:`bad_samples`)
-    and replaced by the next readable sample (index + 1, wrapping), so batches stay full and training never sees it.
+    Classes are the sorted names of the sub-folders of ``root`` (hidden ones ignored) that hold at least one image; an
+    empty class folder is reported (``empty_class``, naming the folder), listed in :attr:`empty_classes` and not made
+    a class, and a root with no image at all raises :class:`~vision.data.DataError` naming it. Files are found
+    recursively and sorted, so the sample order is deterministic. An unreadable image (corrupt, truncated, empty) is
+    reported once (a :class:`~vision.data.BadSampleWarning` naming the file and the reason, counted in
+    :attr:`bad_samples`) and replaced by the next readable sample (index + 1, wrapping), so batches stay full and
+    training never sees it.
 
     Args:
         root: the folder of class folders.
@@ -42,6 +45,7 @@ class ImageFolder(BadSampleMixin, Dataset):
 
     Attributes:
         classes: sorted class names; ``class_to_idx`` maps them to labels.
+        empty_classes: sub-folders skipped because they hold no image.
         samples: ``(path, label)`` per sample; ``targets``: the labels.
 
     Example:
@@ -60,22 +64,45 @@ class ImageFolder(BadSampleMixin, Dataset):
         if not self.root.is_dir():
             raise FileNotFoundError(f"ImageFolder root {str(self.root)!r} is not a folder")
         exts = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
-        self.classes = sorted(d.name for d in os.scandir(self.root) if d.is_dir() and not d.name.startswith("."))
-        if not self.classes:
+        folders = sorted(d.name for d in os.scandir(self.root) if d.is_dir() and not d.name.startswith("."))
+        if not folders:
             raise FileNotFoundError(f"ImageFolder root {str(self.root)!r} has no class sub-folders")
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        self.samples: list[tuple[str, int]] = []
-        for label, name in enumerate(self.classes):
+        self._log = BadSampleLog(f"ImageFolder({self.root})", 1)
+        found: dict[str, list[str]] = {}
+        for name in folders:
             files = []
             for dirpath, dirnames, filenames in os.walk(self.root / name, followlinks=True):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 files += [os.path.join(dirpath, f) for f in filenames if f.lower().endswith(exts)]
-            self.samples += [(f, label) for f in sorted(files)]
+            if files:
+                found[name] = sorted(files)
+            else:
+                self._log.add(str(self.root / name), "empty_class", f"no file with suffix {', '.join(exts)}")
+        self.empty_classes = [name for name in folders if name not in found]
+        self.classes = list(found)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.samples: list[tuple[str, int]] = [(f, self.class_to_idx[c]) for c, files in found.items() for f in files]
         if not self.samples:
-            raise FileNotFoundError(f"ImageFolder root {str(self.root)!r} has no images with suffix {exts}")
+            raise DataError(
+                f"ImageFolder root {str(self.root)!r}: nothing usable is left: none of its class folders "
+                f"({', '.join(folders)}) holds a file with suffix {', '.join(exts)}"
+            )
         self.targets = [label for _, label in self.samples]
         self.transform = transform
-        self._log = BadSampleLog(f"ImageFolder({self.root})", len(self.samples))
+        self._log.resize(len(self.samples))
+        self._log.summarize(self.summary(), dropped=bool(self.empty_classes))
+
+    def summary(self) -> str:
+        """The summary line: images and classes kept, empty class folders skipped (unreadable images are found at
+        load time and listed by :meth:`report`)."""
+        line = f"{len(self.samples)} image(s) in {len(self.classes)} class(es) kept"
+        if self.empty_classes:
+            line += f"; {len(self.empty_classes)} empty class folder(s) skipped: {', '.join(self.empty_classes)}"
+        return line
+
+    def report(self) -> str:
+        """Bad samples (see :mod:`vision.data._bad`) and the summary line."""
+        return f"{super().report()}\n  summary: {self.summary()}"
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -19,17 +19,19 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vision.data._bad import BadSampleLog
+from vision.data._bad import BadSampleLog, DataError
 from vision.data._detection import DetectionTransformFn, FileDetectionDataset, ImageRecord, file_problem, sanitize_boxes
 from vision.registry import DATASETS
 
-__all__ = ["CocoDetection", "bccd", "find_bccd"]
+__all__ = ["CocoDetection", "bccd", "find_bccd", "load_json"]
 
 
 def _valid_segmentation(segm: Any, height: int, width: int) -> str | None:
@@ -50,6 +52,34 @@ def _valid_segmentation(segm: Any, height: int, width: int) -> str | None:
     return f"unknown segmentation type {type(segm).__name__}"
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _bbox_problem(bbox: Any) -> tuple[str, str] | None:
+    """``None`` for a usable COCO ``[x, y, w, h]``, else ``(reason, what is wrong)``."""
+    if not isinstance(bbox, list | tuple) or len(bbox) != 4:
+        return "bad_annotation", "is not a list of four numbers"
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in bbox):
+        return "bad_annotation", "holds a value that is not a number"
+    values = [float(v) for v in bbox]
+    if not all(math.isfinite(v) for v in values):
+        return "box_degenerate", "holds a non-finite value"
+    if values[2] <= 0 or values[3] <= 0:
+        return "box_degenerate", "has a width or height <= 0"
+    return None
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file; malformed JSON raises :class:`DataError` naming the path, the line and the column."""
+    try:
+        return json.loads(Path(path).read_bytes())  # bytes: UTF-8 (with or without BOM), UTF-16 and UTF-32
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from err
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not valid JSON: not UTF-8 text ({err.reason} at byte {err.start})") from err
+
+
 @DATASETS.register("coco_detection", tags={"detection", "segmentation"}, task="detection")
 class CocoDetection(FileDetectionDataset):
     """A COCO instances file (boxes, polygons, RLE) read with pycocotools.
@@ -62,6 +92,13 @@ class CocoDetection(FileDetectionDataset):
     model to fit crowd regions; ``include_crowd=True`` keeps them and adds ``target["iscrowd"]``. Evaluation uses the
     annotation file itself (:attr:`coco` for ``COCOeval``), where crowds are handled by pycocotools.
 
+    The file is checked before use (see :mod:`vision.data._bad`): an image id given to two different files drops
+    both images and their annotations (which cannot be told apart; the same record twice keeps one copy); an
+    annotation naming an unknown image or category id, with a bbox that is not four finite numbers or with a
+    width/height <= 0, or repeating an annotation id, is reported (file, annotation id, value) and skipped. :attr:`coco`
+    holds only what was kept, so evaluation sees the same ground truth as training. Malformed JSON, or a file that
+    leaves no image or no box at all, raises :class:`~vision.data.DataError` naming the file.
+
     Args:
         images_dir: folder the ``file_name`` entries are relative to.
         ann_file: path of the json (or the already-loaded dict).
@@ -70,6 +107,7 @@ class CocoDetection(FileDetectionDataset):
         include_crowd: keep crowd annotations (with ``target["iscrowd"]``).
         drop_empty: drop images left without annotations (default: kept with empty targets).
         check_files: stat every image at construction so missing/empty files are dropped and reported up front.
+        require_boxes: raise when no usable box is left; ``False`` accepts an image-only file (e.g. test-dev info).
 
     Example:
         >>> ds = CocoDetection("data/coco/val2017", "data/coco/annotations/instances_val2017.json", masks=True)
@@ -86,72 +124,153 @@ class CocoDetection(FileDetectionDataset):
         include_crowd: bool = False,
         drop_empty: bool = False,
         check_files: bool = True,
+        require_boxes: bool = True,
     ) -> None:
         from pycocotools.coco import COCO
 
         self.images_dir = Path(images_dir)
         self.masks, self.transform, self.include_crowd = masks, transform, include_crowd
         self.drop_empty, self.num_empty = drop_empty, 0
-        name = ann_file.name if isinstance(ann_file, os.PathLike) else os.path.basename(str(ann_file))
-        self._log = BadSampleLog(f"CocoDetection({name if not isinstance(ann_file, dict) else 'dict'})", 1)
+        self.images_dropped = self.boxes_dropped = self.boxes_excluded = 0
+        source = "<annotation dict>" if isinstance(ann_file, dict) else str(ann_file)
+        self._log = BadSampleLog(f"CocoDetection({source})", 1)
+        data = ann_file if isinstance(ann_file, dict) else load_json(ann_file)
+        clean = self._clean(data, source)
+        coco = COCO()
+        coco.dataset = clean
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            if isinstance(ann_file, dict):
-                coco = COCO()
-                coco.dataset = ann_file
-                coco.createIndex()
-            else:
-                with open(ann_file) as f:
-                    data = json.load(f)
-                coco = COCO()
-                coco.dataset = data
-                coco.createIndex()
+            coco.createIndex()
         self.coco = coco
         self.cat_ids = sorted(coco.cats)
         self.cat_id_to_label = {c: i for i, c in enumerate(self.cat_ids)}
         self.label_to_cat_id = dict(enumerate(self.cat_ids))
-        self.classes = [coco.cats[c].get("name", str(c)) for c in self.cat_ids]
+        self.classes = [str(coco.cats[c].get("name", c)) for c in self.cat_ids]
         self.records = []
         for image_id in sorted(coco.imgs):
             info = coco.imgs[image_id]
             path = str(self.images_dir / info["file_name"])
+            anns = coco.imgToAnns.get(image_id, [])
             problem = file_problem(path) if check_files else None
             if problem is not None:
                 self._log.add(path, problem)
+                self.images_dropped += 1
+                self.boxes_dropped += len(anns)
                 continue
-            record = self._record(path, image_id, info, coco.imgToAnns.get(image_id, []))
+            record = self._record(path, image_id, info, anns)
             if len(record.boxes) == 0:
                 self.num_empty += 1
                 if drop_empty:
                     continue
             self.records.append(record)
-        self._log.resize(len(self.records))
+        hint = ""
+        if not clean["images"]:
+            hint = "the file lists no usable image"
+        elif not data.get("annotations"):
+            hint = "the file has no annotations (require_boxes=False accepts an image-only file)"
+        elif not clean["categories"]:
+            hint = "the file has no usable categories"
+        self._finish(source, require_boxes=require_boxes, hint=hint)
+
+    def _clean(self, data: Any, source: str) -> dict[str, Any]:
+        """The usable part of a COCO dict; every record left out is reported and counted."""
+        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+            raise DataError(f"{source}: not a COCO annotation file (no 'images' list at the top level)")
+        for key in ("annotations", "categories"):
+            if not isinstance(data.get(key, []), list):
+                raise DataError(f"{source}: {key!r} is not a list")
+        categories = []
+        for k, cat in enumerate(data.get("categories", [])):
+            if isinstance(cat, dict) and _is_int(cat.get("id")):
+                categories.append(cat)
+            else:
+                self._log.add(source, "bad_annotation", f"categories[{k}] has no integer 'id': {cat!r}; skipped")
+        cat_ids = {c["id"] for c in categories}
+        images, dropped_ids = self._unique_images(data["images"], source)
+        files = {img["id"]: str(self.images_dir / img["file_name"]) for img in images}
+        annotations, seen = [], set()
+        for k, ann in enumerate(data.get("annotations", [])):
+            aid = ann.get("id") if isinstance(ann, dict) else None
+            image_id = ann.get("image_id") if isinstance(ann, dict) else None
+            known = _is_int(image_id) and image_id in files
+            file = files[image_id] if known else source
+            problem = None
+            if not isinstance(ann, dict) or not _is_int(aid):
+                problem = ("bad_annotation", f"annotations[{k}] has no integer 'id': {ann!r}")
+            elif aid in seen:
+                problem = ("bad_annotation", f"annotation id {aid} is used again (annotations[{k}]); repeat skipped")
+            elif _is_int(image_id) and image_id in dropped_ids:
+                problem = ("", "")  # counted with its duplicate image id, reported there
+            elif not known:
+                problem = ("bad_annotation", f"annotation {aid}: unknown image id {image_id!r}")
+            elif not _is_int(ann.get("category_id")) or ann["category_id"] not in cat_ids:
+                problem = ("bad_annotation", f"annotation {aid}: unknown category id {ann.get('category_id')!r}")
+            elif ann.get("iscrowd", 0) not in (0, 1):
+                problem = ("bad_annotation", f"annotation {aid}: iscrowd {ann.get('iscrowd')!r} is not 0 or 1")
+            elif (bad := _bbox_problem(ann.get("bbox"))) is not None:
+                problem = (bad[0], f"annotation {aid}: bbox {ann.get('bbox')!r} {bad[1]}")
+            if problem is None:
+                seen.add(aid)
+                annotations.append(ann)
+                continue
+            self.boxes_dropped += 1
+            if problem[0]:
+                self._log.add(file, problem[0], problem[1])
+        return {**data, "images": images, "annotations": annotations, "categories": categories}
+
+    def _unique_images(self, entries: list[Any], source: str) -> tuple[list[dict[str, Any]], set[int]]:
+        """Image records with an integer id, a file name and numeric sizes, one per id (see the class docstring),
+        and the ids given to different files (dropped)."""
+        by_id: dict[int, list[dict[str, Any]]] = {}
+        for k, img in enumerate(entries):
+            ok = isinstance(img, dict) and _is_int(img.get("id")) and isinstance(img.get("file_name"), str)
+            sizes = [img.get(key, 0) for key in ("width", "height")] if ok else []
+            if ok and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and v >= 0 for v in sizes):
+                by_id.setdefault(img["id"], []).append(img)
+                continue
+            detail = f"images[{k}] needs an integer 'id', a 'file_name' and numeric sizes: {img!r}; image skipped"
+            self._log.add(source, "bad_annotation", detail)
+            self.images_dropped += 1
+        images, duplicate_ids = [], set()
+        for image_id, group in by_id.items():
+            names = list(dict.fromkeys(str(img["file_name"]) for img in group))
+            if len(names) == 1:
+                images.append(group[0])
+                if len(group) > 1:
+                    detail = f"image id {image_id} is listed {len(group)} times for {names[0]!r}; repeats skipped"
+                    self._log.add(source, "duplicate_id", detail)
+                    self.images_dropped += len(group) - 1
+                continue
+            duplicate_ids.add(image_id)
+            self.images_dropped += len(group)
+            detail = (
+                f"image id {image_id} is used by {' and '.join(map(repr, names))}: its annotations cannot be told "
+                "apart, so these images and the annotations of that id are skipped"
+            )
+            self._log.add(source, "duplicate_id", detail)
+        return images, duplicate_ids
 
     def _record(self, path: str, image_id: int, info: dict[str, Any], anns: list[dict[str, Any]]) -> ImageRecord:
         width, height = int(info.get("width", 0)) or None, int(info.get("height", 0)) or None
         boxes, labels, crowd, kept = [], [], [], []
-        for ann in anns:
+        for ann in anns:  # ids, category and bbox were checked by _clean
             is_crowd = int(ann.get("iscrowd", 0))
             if is_crowd and not self.include_crowd:
-                continue
-            if ann.get("category_id") not in self.cat_id_to_label:
-                self._log.add(path, "bad_annotation", f"annotation {ann.get('id')}: unknown category")
-                continue
-            bbox = ann.get("bbox")
-            if not isinstance(bbox, list | tuple) or len(bbox) != 4:
-                self._log.add(path, "bad_annotation", f"annotation {ann.get('id')}: bbox {bbox!r}")
+                self.boxes_excluded += 1
                 continue
             if self.masks and "segmentation" in ann and width and height:
                 problem = _valid_segmentation(ann["segmentation"], height, width)
                 if problem is not None:
                     self._log.add(path, "bad_annotation", f"annotation {ann.get('id')}: {problem}")
+                    self.boxes_dropped += 1
                     continue
-            x, y, w, h = (float(v) for v in bbox)
+            x, y, w, h = (float(v) for v in ann["bbox"])
             boxes.append([x, y, x + w, y + h])
             labels.append(self.cat_id_to_label[ann["category_id"]])
             crowd.append(is_crowd)
             kept.append(ann)
         names = [f"annotation {a.get('id')}" for a in kept]
         keep, clipped = sanitize_boxes(self._log, path, np.asarray(boxes, np.float32), width, height, names)
+        self.boxes_dropped += int((~keep).sum())
         return ImageRecord(
             file=path,
             image_id=int(image_id),
