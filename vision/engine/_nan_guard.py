@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vision.engine.checkpoint import save_weights
+from vision.engine.checkpoint import save_weights, where_in_run
 
 __all__ = ["NanGuard", "NonFiniteLossError", "nonfinite_tensors"]
 
@@ -137,7 +137,7 @@ class NanGuard:
 
     def note_checkpoint(self, *, epoch: int, batch_in_epoch: int, step: int) -> None:
         """Remember the last complete checkpoint (``weights/last.state.pt``) for the stop message."""
-        where = f"epoch {epoch}" + (f", batch {batch_in_epoch}" if batch_in_epoch else "")
+        where = where_in_run(epoch, batch_in_epoch)
         self.last_checkpoint = f"{self.weights_dir / 'last.state.pt'} ({where}, step {step})"
 
     # ------------------------------------------------------------------------------------------ stopping
@@ -154,10 +154,9 @@ class NanGuard:
             return "The last copy kept in memory is not finite either, so no weights were written."
         meta = {**self.metadata(info["epoch"]), "step": info["step"], "last_finite": True}
         self.weights_dir.mkdir(parents=True, exist_ok=True)
-        written = str(
-            save_weights(self.weights_dir / "last_finite.safetensors", slot.get("ema") or slot["model"], meta)
-        )
-        if "ema" in slot:
+        main = "ema" if "ema" in slot else next(iter(slot))  # the weights inference uses
+        written = str(save_weights(self.weights_dir / "last_finite.safetensors", slot[main], meta))
+        if main == "ema" and "model" in slot:
             raw = save_weights(self.weights_dir / "last_finite.raw.safetensors", slot["model"], meta)
             written += f" (EMA weights; the raw model in {raw.name})"
         return (

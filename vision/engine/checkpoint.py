@@ -80,6 +80,11 @@ class CheckpointError(OSError):
     """A checkpoint file could not be written; the message names the file, the cause and what was kept."""
 
 
+def where_in_run(epochs_done: int, batch_in_epoch: int) -> str:
+    """``end of epoch 2`` or, mid-epoch, ``epoch 3, batch 5`` (1-based epoch, batches done in it)."""
+    return f"epoch {epochs_done + 1}, batch {batch_in_epoch}" if batch_in_epoch else f"end of epoch {epochs_done}"
+
+
 @dataclass(frozen=True)
 class CheckpointUnit:
     """One complete save: ``path`` is its folder (``weights/ckpt/e<epoch>-s<step>``)."""
@@ -99,9 +104,8 @@ class CheckpointUnit:
         return self.path / "state.pt"
 
     def describe(self) -> str:
-        """``<folder> (epoch E, step S)``."""
-        where = f"epoch {self.epoch}" + (f", batch {self.batch_in_epoch}" if self.batch_in_epoch else "")
-        return f"{self.path} ({where}, step {self.step})"
+        """``<folder> (end of epoch E, step S)`` or ``<folder> (epoch E, batch B, step S)``."""
+        return f"{self.path} ({where_in_run(self.epoch, self.batch_in_epoch)}, step {self.step})"
 
 
 # ------------------------------------------------------------------------------------------------ writing
