@@ -256,7 +256,7 @@ def write_checkpoint(
             _write_file(current, data)
         current = tmp
         _fsync_dir(tmp)
-        if unit.path.exists():  # the same step saved again (never expected): the new unit replaces it
+        if unit.path.exists():  # a damaged unit of this step, resumed past by a fall-back: replaced
             shutil.rmtree(unit.path)
         current = unit.path
         os.rename(tmp, unit.path)
