@@ -197,7 +197,7 @@ def test_nan_policy_skip_stops_after_the_limit_without_a_best(tiny_model, tmp_pa
     with pytest.raises(NonFiniteLossError, match=r"nan_policy=skip: 4 consecutive steps had non-finite losses") as info:
         Trainer(args).fit()
     run = _run(tmp_path, "skip")
-    assert "epoch 1, iteration 7" in str(info.value)
+    assert "epoch 1, iteration 7" in str(info.value) and "No checkpoint was completed before this" in str(info.value)
     assert not (run / "weights" / "best.safetensors").exists(), "no best checkpoint of a run that diverged"
     assert not (run / "metrics.csv").exists()
     assert C.read_safetensors_metadata(run / "weights" / "last_finite.safetensors")["step"] == 2

@@ -78,7 +78,7 @@ class NanGuard:
         self.weights_dir, self.writes, self.metadata = Path(weights_dir), writes, metadata
         self.print_fn, self.pin_memory = print_fn, pin_memory
         self.consecutive = 0
-        self.last_checkpoint = "none (no save has completed yet)"
+        self.last_checkpoint: str | None = None
         self._slots: list[dict[str, dict[str, torch.Tensor]]] = [{}, {}]
         self._info: list[dict[str, int]] = [{}, {}]
         self._good: int | None = None
@@ -168,10 +168,12 @@ class NanGuard:
         """The error of a run the guard stops: the reason, what was written, where a resume starts."""
         wrote = self.write()
         hint = "nan_policy=skip skips such steps" if self.policy == "stop" else "a lower lr or clip_grad may help"
-        return (
-            f"{reason}; the run stops. {wrote}{' ' if wrote else ''}The last complete checkpoint is "
-            f"{self.last_checkpoint}: resume= continues from it ({hint})."
+        resume = (
+            f"The last complete checkpoint is {self.last_checkpoint}: resume= continues from it"
+            if self.last_checkpoint
+            else "No checkpoint was completed before this"
         )
+        return f"{reason}; the run stops. {wrote}{' ' if wrote else ''}{resume} ({hint})."
 
     # ------------------------------------------------------------------------------------------ exact resume
     def state_dict(self) -> dict[str, int]:
