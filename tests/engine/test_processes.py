@@ -119,14 +119,21 @@ def test_torchrun_two_cpu_processes_match_one_process(tiny_model, tmp_path):
         str(p.relative_to(tmp_path / "classification" / "two"))
         for p in (tmp_path / "classification" / "two").rglob("*")
     )
-    assert files == [
-        "args.yaml",
-        "metrics.csv",
-        "weights",
-        "weights/best.safetensors",
-        "weights/last.safetensors",
-        "weights/last.state.pt",
-    ], files
+    units = [f"weights/ckpt/{u}" for u in ("e0001-s00000011", "e0002-s00000022")]  # one checkpoint unit per epoch
+    unit_files = [f"{u}/{f}" for u in units for f in ("manifest.json", "state.pt", "weights.safetensors")]
+    assert files == sorted(
+        [
+            "args.yaml",
+            "metrics.csv",
+            "weights",
+            "weights/best.safetensors",
+            "weights/ckpt",
+            *units,
+            *unit_files,
+            "weights/last.safetensors",
+            "weights/last.state.pt",
+        ]
+    ), files
     assert result.stdout.count("run saved to") == 1, "only rank 0 prints"
 
 

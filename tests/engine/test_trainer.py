@@ -113,7 +113,7 @@ def test_nan_loss_stops_naming_the_iteration_and_keeps_last_good(tiny_model, tmp
 
 
 def test_nan_policy_skip_continues(tiny_model, tmp_path, capsys):
-    args = _args(tmp_path, "epochs=1", "name=skip", "model_kwargs.nan_at=3", "nan_policy=skip")
+    args = _args(tmp_path, "epochs=1", "name=skip", "model_kwargs.nan_at=3", "nan_policy=skip", "nan_skip_limit=20")
     run = Trainer(args).fit()
     assert (run / "weights" / "last.safetensors").is_file()
     assert "step(s) skipped for non-finite losses" in capsys.readouterr().out

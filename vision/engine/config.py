@@ -55,6 +55,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "compile": False,
     # robustness and outputs
     "nan_policy": "stop",
+    "nan_skip_limit": 5,  # nan_policy=skip: stop after this many consecutive skipped steps
     "save_period": 0,
     "val_period": 1,
     "plots": True,
@@ -112,9 +113,9 @@ RESUME_OVERRIDABLE = ("resume", "device", "workers", "epochs", "save_period", "t
 
 def _resume_args(target: str, argv: Sequence[str]) -> dict[str, Any]:
     """The arguments of the run being resumed, with the few keys a resume may change applied."""
-    from vision.engine.checkpoint import find_resume_state, load_resume_state
+    from vision.engine.checkpoint import resume_args
 
-    saved = dict(load_resume_state(find_resume_state(target))["args"])
+    saved = resume_args(target)  # the newest complete checkpoint's, else args.yaml of a run without one yet
     for arg in argv:
         key = arg.split("=", 1)[0].strip()
         if key not in RESUME_OVERRIDABLE:

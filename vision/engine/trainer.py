@@ -19,7 +19,6 @@ import contextlib
 import copy
 import math
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -31,13 +30,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vision.engine import distributed as D
+from vision.engine._nan_guard import NanGuard, NonFiniteLossError
+from vision.engine._parts import LossModule, freeze_parameters, seed_everything
 from vision.engine.checkpoint import (
-    atomic_torch_save,
     capture_rng,
-    find_resume_state,
     load_resume_state,
+    locate_resume,
+    move_aside_old_run,
     restore_rng,
-    save_weights,
+    restore_views,
+    write_checkpoint,
 )
 from vision.engine.optim import build_optimizer, build_scheduler
 from vision.engine.reporting import MetricsLogger, format_table, plot_curves
@@ -46,28 +48,6 @@ from vision.engine.task import Task, get_task
 from vision.utils import increment_dir, pick_device, save_yaml
 
 __all__ = ["NonFiniteLossError", "Trainer"]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names the epoch and iteration."""
-
-
-class _LossModule(nn.Module):
-    """Routes ``forward`` to the task's loss so DDP's forward hooks see the loss computation."""
-
-    def __init__(self, model: nn.Module, task: Task) -> None:
-        super().__init__()
-        self.model = model
-        self._compute = task.compute_loss
-
-    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
-        return self._compute(self.model, batch)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
 
 
 class Trainer:
@@ -84,14 +64,16 @@ class Trainer:
         self.task.args = self.args
         self.run_dir: Path | None = None
         self.resume_state: dict[str, Any] | None = None
+        self._resume_file: Path | None = None
         if self.args.get("resume"):
             self._prepare_resume(str(self.args["resume"]))
 
     # ------------------------------------------------------------------------------------------------ set-up
     def _prepare_resume(self, target: str) -> None:
-        path = find_resume_state(target)
-        self.resume_state = load_resume_state(path)
-        self.run_dir = path.parent.parent if path.parent.name == "weights" else path.parent
+        # only complete checkpoint units; a run stopped before its first save finished starts again from epoch 1
+        log = print if int(os.environ.get("RANK", "0")) == 0 else None
+        self.run_dir, self._resume_file = locate_resume(target, log=log)
+        self.resume_state = load_resume_state(self._resume_file) if self._resume_file else None
 
     def _setup_device(self) -> None:
         device = pick_device(self.args["device"])
@@ -158,29 +140,9 @@ class Trainer:
                 torch.utils.data.Subset(val_ds, indices), batch_size=self.local_batch, shuffle=False, **common
             )
 
-    def _freeze(self, model: nn.Module) -> None:
-        freeze = self.args.get("freeze") or 0
-        if isinstance(freeze, int):
-            if freeze <= 0:
-                return
-            stages = getattr(model, "stages", None)
-            if not stages:
-                raise ValueError(f"freeze={freeze}: {type(model).__name__} has no stages; name modules instead")
-            prefixes = [p for s in stages[:freeze] for p in s.modules]
-        else:
-            prefixes = [freeze] if isinstance(freeze, str) else list(freeze)
-        names = dict(model.named_parameters())
-        hit = 0
-        for name, p in names.items():
-            if any(name == f or name.startswith(f + ".") for f in prefixes):
-                p.requires_grad_(False)
-                hit += 1
-        if hit == 0:
-            raise ValueError(f"freeze={freeze!r} matched no parameter of {type(model).__name__}")
-
     def _build_model(self) -> None:
         model = self.task.build_model()
-        self._freeze(model)
+        freeze_parameters(self.args.get("freeze") or 0, model)
         model.to(self.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -218,7 +180,7 @@ class Trainer:
             self.ema = ModelEmaV3(model, decay=float(self.args["ema_decay"]), use_warmup=True)
         self.ddp_model: nn.Module | None = None
         if not self.manual:
-            wrapped = _LossModule(model, self.task)
+            wrapped = LossModule(model, self.task)
             if self.dist.enabled:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 wrapped = nn.parallel.DistributedDataParallel(wrapped, device_ids=ids)
@@ -248,6 +210,7 @@ class Trainer:
             "best": self.best,
             "best_epoch": self.best_epoch,
             "skipped_steps": self.skipped_steps,
+            "nan_guard": self.guard.state_dict(),
         }
 
     def _meta(self, epoch: int) -> dict[str, Any]:
@@ -256,21 +219,27 @@ class Trainer:
             "model_kwargs": self.args["model_kwargs"],
             "task": self.args["task"],
             "epoch": epoch,
+            "step": self.step,
             **self.task.metadata(),
         }
 
     def _save(self, epoch: int, batch_in_epoch: int, *, best: bool) -> None:
+        self.guard.check_weights(self.step)  # a checkpoint never holds non-finite weights
         # every rank's random state goes into the checkpoint, so a resumed DDP run continues each rank exactly
         self._rng_all_ranks = D.all_gather_objects(capture_rng()) if self.dist.enabled else []
         if not self.is_main:
             return
-        folder = self.run_dir / "weights"
-        folder.mkdir(parents=True, exist_ok=True)
-        weights = self.eval_model().state_dict()
-        save_weights(folder / "last.safetensors", weights, self._meta(epoch))
-        atomic_torch_save(self._state(epoch, batch_in_epoch), folder / "last.state.pt")
-        if best:
-            save_weights(folder / "best.safetensors", weights, self._meta(epoch))
+        write_checkpoint(  # one atomic unit: weights, resume state, manifest (see vision.engine.checkpoint)
+            self.run_dir / "weights",
+            weights=self.eval_model().state_dict(),
+            metadata=self._meta(epoch),
+            state=self._state(epoch, batch_in_epoch),
+            epoch=epoch,
+            step=self.step,
+            batch_in_epoch=batch_in_epoch,
+            best=best,
+        )
+        self.guard.note_checkpoint(epoch=epoch, batch_in_epoch=batch_in_epoch, step=self.step)
 
     def _restore(self, state: dict[str, Any]) -> tuple[int, int]:
         self.model.load_state_dict(state["model"])
@@ -287,7 +256,10 @@ class Trainer:
         self.best = state["best"]
         self.best_epoch = int(state["best_epoch"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
-        return int(state["epoch"]), int(state["batch_in_epoch"])
+        self.guard.load_state_dict(state.get("nan_guard") or {})
+        epoch, batch = int(state["epoch"]), int(state["batch_in_epoch"])
+        self.guard.note_checkpoint(epoch=epoch, batch_in_epoch=batch, step=self.step)
+        return epoch, batch
 
     # ------------------------------------------------------------------------------------------------ the loop
     def _print(self, *parts: Any) -> None:
@@ -298,16 +270,9 @@ class Trainer:
         value = D.reduce_mean(loss.detach().float())
         if torch.isfinite(value).item():
             return True
-        detail = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
-        where = f"epoch {epoch + 1}, iteration {i + 1} (global step {self.step + 1})"
-        if self.args["nan_policy"] == "skip":
-            self.skipped_steps += 1
-            self._print(f"warning: non-finite loss at {where} ({detail}); step skipped")
-            return False
-        raise NonFiniteLossError(
-            f"loss is {float(value)} at {where} ({detail}); the run stops. The last good checkpoint is "
-            f"{self.run_dir / 'weights' / 'last.state.pt'} (resume=... to continue, nan_policy=skip to skip such steps)"
-        )
+        self.skipped_steps += 1
+        self.guard.nonfinite_loss(float(value), losses, epoch=epoch, iteration=i, step=self.step)  # stops unless skip
+        return False
 
     def _optimizer_step(self) -> None:
         opt = self.optimizers["main"]
@@ -349,7 +314,8 @@ class Trainer:
         last_step = self.step
         for i, batch in enumerate(bar, start=start_batch):
             batch = self.task.prepare_batch(batch, self.device, train=True)
-            if self.manual:
+            if self.manual:  # the copy is kept only if this step's losses are finite
+                self.guard.capture(epoch=epoch, iteration=i, step=self.step)
                 logs = self.model.train_step(batch, self.optimizers, step=self.step, autocast=self.autocast)
                 for s in self.schedulers.values():
                     s.step()
@@ -357,7 +323,9 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update(self.model, step=self.step)
                 values = {k: float(v) for k, v in logs.items()}
-                if not all(math.isfinite(v) for v in values.values()):
+                if all(math.isfinite(v) for v in values.values()):
+                    self.guard.commit()
+                else:
                     self._check_finite(
                         torch.tensor(float("nan")), {k: torch.tensor(v) for k, v in values.items()}, epoch, i
                     )
@@ -373,7 +341,8 @@ class Trainer:
                 if not self._check_finite(loss, losses, epoch, i):
                     opt.zero_grad(set_to_none=True)
                     continue
-                if last_micro:
+                if last_micro:  # the weights that gave this finite loss: the last finite state
+                    self.guard.keep(epoch=epoch, iteration=i, step=self.step)
                     self._optimizer_step()
                 values = {k: v.detach() for k, v in losses.items()}
                 values["loss"] = loss.detach()
@@ -402,7 +371,9 @@ class Trainer:
         return self.task.evaluate(self.eval_model(), self.val_loader, self.device, autocast=self.autocast)
 
     def _is_better(self, value: float | None) -> bool:
-        if value is None or not math.isfinite(value):
+        if value is not None and not math.isfinite(value):
+            return False  # a non-finite metric never makes a best checkpoint
+        if value is None:
             return self.best is None
         if self.best is None:
             return True
@@ -412,7 +383,7 @@ class Trainer:
         """Train; returns the run folder. The last line printed names it."""
         self._setup_device()
         if self.resume_state is None:
-            _seed_everything(int(self.args["seed"]))
+            seed_everything(int(self.args["seed"]))
         try:
             return self._fit()
         finally:
@@ -422,6 +393,8 @@ class Trainer:
         if self.run_dir is None:
             root = Path(self.args["project"]) / self.args["task"]
             if self.is_main:
+                if self.args["exist_ok"]:  # a run folder holds one run: an earlier one is moved aside first
+                    move_aside_old_run(root / self.args["name"], log=self._print)
                 self.run_dir = increment_dir(root, self.args["name"], exist_ok=bool(self.args["exist_ok"]))
             names = D.all_gather_objects(str(self.run_dir) if self.is_main else None)
             self.run_dir = Path(names[0])
@@ -433,16 +406,28 @@ class Trainer:
         self._build_loaders()
         self._build_model()
         self.step, self.best, self.best_epoch, self.skipped_steps = 0, None, -1, 0
+        self.guard = NanGuard(
+            {"model": self.model, "ema": self.ema.module if self.ema is not None else None},
+            policy=str(self.args["nan_policy"]),
+            skip_limit=self.args.get("nan_skip_limit", 5),
+            weights_dir=self.run_dir / "weights",
+            writes=self.is_main,
+            metadata=self._meta,
+            print_fn=self._print,
+            pin_memory=self.device.type == "cuda",
+        )
         self._rng_all_ranks: list[Any] = []
         if self.dist.enabled and self.resume_state is None:
             # the model was initialised identically everywhere; from here on each rank draws its own noise
-            _seed_everything(int(self.args["seed"]) + 7919 * self.dist.rank)
+            seed_everything(int(self.args["seed"]) + 7919 * self.dist.rank)
         start_epoch, start_batch = 0, 0
         if self.resume_state is not None:
             start_epoch, start_batch = self._restore(self.resume_state)
+            if self.is_main and self._resume_file is not None:
+                restore_views(self._resume_file)  # last/best as of the unit resumed from
             self._print(f"resuming {self.run_dir} at epoch {start_epoch + 1}, batch {start_batch}")
         logger = MetricsLogger(self.run_dir, tensorboard=bool(self.args["tensorboard"])) if self.is_main else None
-        if logger is not None and self.resume_state is not None:
+        if logger is not None and self.args.get("resume"):  # also a restart of a run that had no checkpoint yet
             logger.truncate(start_epoch)
         epochs = int(self.args["epochs"])
         self._print(
@@ -454,6 +439,7 @@ class Trainer:
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
             train_stats = self._train_epoch(epoch, start_batch)
+            self.guard.check_weights(self.step)  # before validation: no metrics, plots or best of non-finite weights
             start_batch = 0
             metrics: dict[str, Any] = {}
             if (epoch + 1) % int(self.args["val_period"]) == 0 or epoch + 1 == epochs:
