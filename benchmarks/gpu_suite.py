@@ -50,10 +50,10 @@ from _gpu_suite.report import markdown
 
 #: ``name -> (title, module, function, GPU budget s, dry-run budget s)``; the order is the run order
 PARTS: dict[str, tuple[str, str, str, float, float]] = {
-    "pytest": ("pytest -m gpu", "parts_a", "part_pytest", 30, 45),
+    "pytest": ("pytest -m gpu", "parts_a", "part_pytest", 30, 40),
     "nms": ("NMS vs torchvision batched_nms", "parts_a", "part_nms", 35, 30),
     "augment": ("Augmentation vs kornia / albumentations", "parts_a", "part_augment", 35, 30),
-    "rcnn": ("Faster / Mask R-CNN vs torchvision", "parts_b", "part_rcnn", 40, 40),
+    "rcnn": ("Faster / Mask R-CNN vs torchvision", "parts_b", "part_rcnn", 40, 60),
     "yolo": ("YOLO-n/s vs ultralytics", "parts_b", "part_yolo", 85, 60),
     "engine": ("Engine step vs bare loop", "parts_b", "part_engine", 15, 30),
     "quality": ("Quality: YOLO-n on BCCD, DDPM-s on digits", "parts_b", "part_quality", 300, 90),
@@ -168,7 +168,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="folder for gpu_suite.json, gpu_suite.md and gpu_suite.log")
     parser.add_argument("--dry-run", action="store_true", help="every part at toy sizes on the CPU")
-    parser.add_argument("--budget", type=float, default=None, help="hard overall limit, s (540; dry run 170)")
+    parser.add_argument("--budget", type=float, default=None, help="hard overall limit, s (540; dry run 240)")
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS), help="parts to run, in order")
     parser.add_argument("--part-budget", action="append", default=[], metavar="NAME=S", help="a part's budget, s")
     parser.add_argument("--install-wheels", metavar="DIR", help="first pip-install DIR/*.whl (--no-index) into --site")
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started, t0 = common.now_iso(), time.monotonic()
-    overall = args.budget or (170.0 if args.dry_run else 540.0)
+    overall = args.budget or (240.0 if args.dry_run else 540.0)
     budgets = {name: float(spec[4 if args.dry_run else 3]) for name, spec in PARTS.items()}
     for item in args.part_budget:
         name, _, value = item.partition("=")
