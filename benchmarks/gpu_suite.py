@@ -23,8 +23,16 @@ with a reason; targets are not judged).
 Usage::
 
     python benchmarks/gpu_suite.py --out results/ --dry-run              # toy sizes on the CPU (about 2 minutes)
-    python3 benchmarks/gpu_suite.py --install-wheels .whl --bccd .gpu_data/bccd --out $OUT   # on the GPU machine
     python benchmarks/gpu_suite.py --out results/ --parts nms augment --part-budget nms=60
+
+On the GPU machine (no internet there): first, here, ``bash benchmarks/fetch_wheels.sh`` (wheels of
+``benchmarks/wheels.txt`` into ``.whl/``) and ``mkdir -p .gpu_data && cp -r ../shared/data/bccd .gpu_data/`` (both
+folders are git-ignored: carry them), then there::
+
+    python3 benchmarks/gpu_suite.py --install-wheels .whl --bccd .gpu_data/bccd --out $OUT
+
+``--install-wheels`` runs ``pip install --no-index --no-deps --target /tmp/gpu-suite-site .whl/*.whl`` and puts that
+folder on every part's ``PYTHONPATH``; the overall limit (540 s) counts the install.
 """
 
 from __future__ import annotations
@@ -51,10 +59,10 @@ from _gpu_suite.report import markdown
 #: ``name -> (title, module, function, GPU budget s, dry-run budget s)``; the order is the run order
 PARTS: dict[str, tuple[str, str, str, float, float]] = {
     "pytest": ("pytest -m gpu", "parts_a", "part_pytest", 30, 40),
-    "nms": ("NMS vs torchvision batched_nms", "parts_a", "part_nms", 35, 30),
+    "nms": ("NMS vs torchvision batched_nms", "parts_a", "part_nms", 40, 30),
     "augment": ("Augmentation vs kornia / albumentations", "parts_a", "part_augment", 35, 30),
     "rcnn": ("Faster / Mask R-CNN vs torchvision", "parts_b", "part_rcnn", 40, 60),
-    "yolo": ("YOLO-n/s vs ultralytics", "parts_b", "part_yolo", 85, 60),
+    "yolo": ("YOLO-n/s vs ultralytics", "parts_b", "part_yolo", 80, 60),
     "engine": ("Engine step vs bare loop", "parts_b", "part_engine", 15, 30),
     "quality": ("Quality: YOLO-n on BCCD, DDPM-s on digits", "parts_b", "part_quality", 300, 90),
 }
