@@ -173,6 +173,7 @@ def run_part(name: str, budget: float, args: argparse.Namespace, workdir: Path, 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line (``--child CONFIG`` is the internal per-part entry)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="folder for gpu_suite.json, gpu_suite.md and gpu_suite.log")
     parser.add_argument("--dry-run", action="store_true", help="every part at toy sizes on the CPU")
