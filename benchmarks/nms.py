@@ -216,6 +216,10 @@ def graph_ms(case: Case, boxes: torch.Tensor, scores: torch.Tensor, repeats: int
 
 
 def run_case(case: Case, device: torch.device, repeats: int) -> dict[str, object]:
+    """Check and time one case: ``{"case", "shape", "kept", "identical" (to the exact reference, in order),
+    "same set as torchvision" (kept set of torchvision's nms / batched_nms on the same device), "torchvision" and
+    "ours" (median ms), and on CUDA for multi-class cases "ours (graph)" (median ms of a CUDA-graph replay, None
+    when the capture failed)}``."""
     boxes_cpu, scores_cpu = detector_like(case)
     boxes, scores = boxes_cpu.to(device), scores_cpu.to(device)
     row: dict[str, object] = {"case": case.name}
@@ -226,6 +230,8 @@ def run_case(case: Case, device: torch.device, repeats: int) -> dict[str, object
         expected = torchvision.ops.nms(boxes_cpu[0], scores_cpu[0, :, 0], case.iou_threshold)
         row["kept"] = int(kept.numel())
         row["identical"] = bool(torch.equal(kept.cpu(), expected))
+        theirs = torchvision.ops.nms(b, s, case.iou_threshold)  # on the device, as a torchvision user runs it
+        row["same set as torchvision"] = set(kept.tolist()) == set(theirs.tolist())
         row["torchvision"] = median_ms(lambda: torchvision.ops.nms(b, s, case.iou_threshold), device, repeats)
         row["ours"] = median_ms(lambda: nms(b, s, case.iou_threshold), device, repeats)
     else:
@@ -236,6 +242,8 @@ def run_case(case: Case, device: torch.device, repeats: int) -> dict[str, object
         expected = exact_reference(boxes_cpu, scores_cpu, case)
         row["kept"] = int(sum(k.numel() for k in got))
         row["identical"] = all(torch.equal(a, e) for a, e in zip(got, expected))
+        theirs = torchvision_postprocess(boxes, scores, case)  # batched_nms on the device
+        row["same set as torchvision"] = all(set(a.tolist()) == set(t.tolist()) for a, t in zip(got, theirs))
         row["torchvision"] = median_ms(lambda: torchvision_postprocess(boxes, scores, case), device, repeats)
         row["ours"] = median_ms(lambda: ours_postprocess(boxes, scores, case), device, repeats)
         if device.type == "cuda":

@@ -74,7 +74,11 @@ def ours_inference(size: str, batch: int, imgsz: int, conf: float, device: torch
 
 def ultralytics_inference(size: str, batch: int, imgsz: int, conf: float, device: torch.device, args: Any) -> float:
     import ultralytics
-    from ultralytics.utils import ops
+
+    try:  # ultralytics >= 8.3.1xx keeps NMS in utils.nms; older versions in utils.ops
+        from ultralytics.utils.nms import non_max_suppression
+    except ImportError:
+        from ultralytics.utils.ops import non_max_suppression
 
     torch.manual_seed(0)
     net = ultralytics.YOLO(f"yolov8{size}.yaml").model.fuse().to(device).eval()
@@ -86,7 +90,7 @@ def ultralytics_inference(size: str, batch: int, imgsz: int, conf: float, device
     @torch.no_grad()
     def run() -> None:
         preds = net(x)
-        out = ops.non_max_suppression(preds, conf_thres=conf, iou_thres=0.7, max_det=300)
+        out = non_max_suppression(preds, conf_thres=conf, iou_thres=0.7, max_det=300)
         for det in out:  # results as host-visible per-image tensors, like ours
             det[:, :4].float()
 
