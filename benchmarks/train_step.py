@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import tempfile
 import time
 from typing import Any, ClassVar
 
@@ -98,7 +99,7 @@ def engine_loop(args: argparse.Namespace, images: torch.Tensor, labels: torch.Te
         device=str(device),
         workers=0,
         epochs=2,
-        project="/tmp/vision-bench",
+        project=tempfile.mkdtemp(prefix="vision-bench-"),
         name="train_step",
         exist_ok=True,
         tensorboard=False,
@@ -108,10 +109,7 @@ def engine_loop(args: argparse.Namespace, images: torch.Tensor, labels: torch.Te
     )
     trainer = Trainer(cfg, task=SyntheticTask(cfg, images, labels))
     trainer._setup_device()
-    trainer._make_run_dir()
-    trainer._build_loaders()
-    trainer._build_model()
-    trainer.step, trainer.best, trainer.best_epoch, trainer.skipped_steps = 0, None, -1, 0
+    trainer.setup()
     per_epoch = trainer.sampler.batches_per_epoch()
     trainer._train_epoch(0, per_epoch - args.warmup)  # warm-up: the last `warmup` batches of an epoch
     _sync(device)

@@ -401,7 +401,9 @@ class Trainer:
         if self.is_main:
             save_yaml(self.run_dir / "args.yaml", self.args)
 
-    def _fit(self) -> Path:
+    def setup(self) -> None:
+        """Run folder, loaders, model, optimiser and NaN guard, ready for the first epoch (``fit`` calls it; a
+        benchmark that times single epochs calls it, then ``_train_epoch``)."""
         self._make_run_dir()
         self._build_loaders()
         self._build_model()
@@ -416,6 +418,9 @@ class Trainer:
             print_fn=self._print,
             pin_memory=self.device.type == "cuda",
         )
+
+    def _fit(self) -> Path:
+        self.setup()
         self._rng_all_ranks: list[Any] = []
         if self.dist.enabled and self.resume_state is None:
             # the model was initialised identically everywhere; from here on each rank draws its own noise
