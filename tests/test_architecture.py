@@ -18,7 +18,7 @@ PACKAGE = ROOT / "vision"
 
 #: the layers, bottom first; a module may import only from its own or a lower layer
 LAYERS: dict[str, int] = {
-    "hub": 1, "ops": 1, "io": 1, "viz": 1, "utils": 1,
+    "hub": 1, "ops": 1, "io": 1, "viz": 1, "results": 1, "utils": 1,
     "registry": 2,
     "backbones": 3, "necks": 3,
     "models": 4, "data": 4, "_api": 4, "_loader": 4,

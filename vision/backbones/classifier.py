@@ -81,19 +81,46 @@ class _ClassifierMixin:
         return losses
 
     @torch.no_grad()
-    def predict(self, images: Tensor, *, topk: int = 5) -> list[list[tuple[int, str, float]]]:
-        """Top-k ``(label, name, probability)`` per image of a normalised batch ``[B, 3, H, W]``."""
+    def predict(self, images: Any, *, topk: int = 5, batch: int = 32) -> Any:
+        """Classify a normalised batch or any image source.
+
+        Args:
+            images: a normalised batch ``[B, 3, H, W]`` (returns, as always, top-k ``(label, name, probability)``
+                per image), or a source (:mod:`vision.results`: path, folder, glob, PIL image, ``uint8 [H, W, 3]``
+                array, ``[3, H, W]`` tensor, a list of these): preprocessed with :meth:`eval_transforms`, returns one
+                :class:`~vision.results.Results` per image (``probs [K]``, ``topk``).
+            topk: how many classes to keep per image.
+            batch: images per forward pass (sources only).
+        """
+        from vision.results import Results, load_sources
+
         was_training = self.training  # type: ignore[attr-defined]
         self.eval()  # type: ignore[attr-defined]
-        probs = self(images).float().softmax(-1)  # type: ignore[operator]
-        self.train(was_training)  # type: ignore[attr-defined]
-        k = min(topk, probs.shape[-1])
-        values, indices = probs.topk(k, dim=-1)
-        names = self.categories
-        return [
-            [(int(i), names[int(i)] if names else str(int(i)), float(v)) for v, i in zip(vs, idx)]
-            for vs, idx in zip(values, indices)
-        ]
+        try:
+            if isinstance(images, Tensor) and images.dim() == 4:
+                probs = self(images).float().softmax(-1)  # type: ignore[operator]
+                k = min(topk, probs.shape[-1])
+                values, indices = probs.topk(k, dim=-1)
+                names = self.categories
+                return [
+                    [(int(i), names[int(i)] if names else str(int(i)), float(v)) for v, i in zip(vs, idx)]
+                    for vs, idx in zip(values, indices)
+                ]
+            loaded = load_sources(images)
+            transform = self.eval_transforms()
+            device = next((p.device for p in self.parameters()), torch.device("cpu"))  # type: ignore[attr-defined]
+            out = []
+            for start in range(0, len(loaded), max(1, int(batch))):
+                chunk = loaded[start : start + max(1, int(batch))]
+                x = torch.stack([transform(img) for img, _ in chunk]).to(device)
+                probs = self(x).float().softmax(-1).cpu()  # type: ignore[operator]
+                out.extend(
+                    Results.from_probs(img, p, self.categories, topk=topk, path=path)
+                    for (img, path), p in zip(chunk, probs)
+                )
+            return out
+        finally:
+            self.train(was_training)  # type: ignore[attr-defined]
 
 
 class ImageClassifier(_ClassifierMixin, _Adopted):

@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from vision._loader import load_model
 from vision.utils import increment_dir, pick_device
 
@@ -17,24 +15,20 @@ CLASSIFICATION_KEYS: dict[str, Any] = {"topk": 5}
 
 
 def infer_classification(args: dict[str, Any]) -> Path:
-    """Top-k classes for each image; prints them and writes ``predictions.json``."""
-    from vision.io import expand_source, read_image
+    """Top-k classes for each image (:meth:`model.predict` on the files -> ``Results``); prints them and writes
+    ``predictions.json`` (``Results.to_dict`` of each image)."""
+    from vision.io import expand_source
 
     device = pick_device(args["device"])
     model = load_model(args["weights"] or None, model=args["model"] or None, device=device)
     files = expand_source(args["source"])
-    transform = model.eval_transforms()
     out_dir = increment_dir(Path(args["project"]) / "classification", args["name"])
-    results = []
+    records = []
     batch = max(1, int(args["batch"]))
     for start in range(0, len(files), batch):
-        chunk = files[start : start + batch]
-        x = torch.stack([transform(read_image(f)) for f in chunk]).to(device)
-        for path, top in zip(chunk, model.predict(x, topk=int(args["topk"]))):
-            results.append(
-                {"file": str(path), "top": [{"label": i, "name": n, "prob": round(p, 6)} for i, n, p in top]}
-            )
-            shown = ", ".join(f"{n} ({i}) {p:.3f}" for i, n, p in top)
-            print(f"{path}: {shown}")
-    (out_dir / "predictions.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+        for result in model.predict([str(f) for f in files[start : start + batch]], topk=int(args["topk"])):
+            records.append(result.to_dict())
+            shown = ", ".join(f"{n} ({i}) {p:.3f}" for i, n, p in result.topk)
+            print(f"{result.path}: {shown}")
+    (out_dir / "predictions.json").write_text(json.dumps(records, indent=2), encoding="utf-8")
     return out_dir

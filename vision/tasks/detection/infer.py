@@ -29,7 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from vision._loader import load_model
-from vision.models.detection.common import Detections, filter_detections, label_offset, to_dataset_detections
+from vision.models.detection.common import filter_detections, label_offset, to_dataset_detections
+from vision.results import Results
 from vision.utils.files import save_json
 
 __all__ = ["DETECTION_KEYS", "infer_detection", "resolve_classes"]
@@ -83,34 +84,8 @@ def resolve_classes(classes: Any, names: Sequence[str] | None, num_classes: int 
     return out
 
 
-def _records(det: Detections, names: Sequence[str] | None) -> list[dict[str, Any]]:
-    from pycocotools import mask as mask_utils
-
-    boxes = det["boxes"].float().cpu().tolist()
-    scores = det["scores"].float().cpu().tolist()
-    labels = det["labels"].cpu().tolist()
-    out = []
-    rles = None
-    if "masks" in det and len(labels):
-        import numpy as np
-
-        binary = (det["masks"][:, 0] > 0.5).permute(1, 2, 0).cpu().numpy().astype(np.uint8)
-        rles = mask_utils.encode(np.asfortranarray(binary))
-    for i, (box, score, label) in enumerate(zip(boxes, scores, labels)):
-        item: dict[str, Any] = {
-            "box": [round(v, 2) for v in box],
-            "score": round(score, 5),
-            "label": int(label),
-            "name": names[label] if names is not None and 0 <= label < len(names) else str(label),
-        }
-        if rles is not None:
-            item["segmentation"] = {"size": rles[i]["size"], "counts": rles[i]["counts"].decode("ascii")}
-        out.append(item)
-    return out
-
-
 class _Runner:
-    """Predict, filter and draw batches of uint8 images."""
+    """Predict and filter batches of uint8 images into :class:`~vision.results.Results`."""
 
     def __init__(self, model: nn.Module, args: dict[str, Any], device: torch.device) -> None:
         self.model, self.device = model, device
@@ -138,19 +113,20 @@ class _Runner:
         self.line_width = int(args.get("line_width") or 2)
 
     @torch.no_grad()
-    def __call__(self, images: list[Tensor]) -> list[Detections]:
+    def __call__(self, images: list[Tensor], paths: Sequence[str | None] | None = None) -> list[Results]:
+        """``uint8 [3, H, W]`` images -> one :class:`~vision.results.Results` each (filtered, data-set labels)."""
         x = [img.to(self.device).float().div_(255.0) for img in images]
         dets = to_dataset_detections(self.model.predict(x, **self.options), self.offset)
+        paths = list(paths) if paths is not None else [None] * len(images)
         return [
-            filter_detections(d, score_threshold=self.conf, classes=self.classes, max_det=self.max_det) for d in dets
+            Results.from_detections(
+                img.cpu(),
+                filter_detections(d, score_threshold=self.conf, classes=self.classes, max_det=self.max_det),
+                self.names,
+                path,
+            )
+            for img, d, path in zip(images, dets, paths)
         ]
-
-    def draw(self, image: Tensor, det: Detections) -> Tensor:
-        from vision.viz import draw_boxes
-
-        masks = (det["masks"][:, 0] > 0.5).cpu() if "masks" in det else None
-        return draw_boxes(image, det["boxes"].cpu(), det["labels"].cpu(), det["scores"].cpu(), masks=masks,
-                          class_names=self.names, width=self.line_width)  # fmt: skip
 
 
 def _video(runner: _Runner, path: Path, out_dir: Path, batch: int, want_json: bool) -> int:
@@ -174,8 +150,8 @@ def _video(runner: _Runner, path: Path, out_dir: Path, batch: int, want_json: bo
                 chunk.append(torch.from_numpy(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).contiguous())
             if not chunk:
                 break
-            for img, det in zip(chunk, runner(chunk)):
-                drawn = runner.draw(img, det).permute(1, 2, 0).numpy()
+            for result in runner(chunk):
+                drawn = result.plot(line_width=runner.line_width)
                 if writer is None:
                     h, w = drawn.shape[:2]
                     writer = cv2.VideoWriter(
@@ -183,7 +159,7 @@ def _video(runner: _Runner, path: Path, out_dir: Path, batch: int, want_json: bo
                     )
                 writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
                 if want_json:
-                    frames.append({"frame": index, "detections": _records(det, runner.names)})
+                    frames.append({"frame": index, "detections": result.to_dict()["detections"]})
                 index += 1
     finally:
         cap.release()
@@ -197,7 +173,7 @@ def _video(runner: _Runner, path: Path, out_dir: Path, batch: int, want_json: bo
 
 def infer_detection(args: dict[str, Any]) -> Path:
     """Detect objects in images, folders, globs and videos; write annotated files and JSON (module docstring)."""
-    from vision.io import VIDEO_EXTENSIONS, expand_source, read_image, write_image
+    from vision.io import VIDEO_EXTENSIONS, expand_source, read_image
     from vision.utils import increment_dir, pick_device
 
     device = pick_device(args["device"])
@@ -218,10 +194,10 @@ def infer_detection(args: dict[str, Any]) -> Path:
     for start in range(0, len(pictures), batch):
         chunk = pictures[start : start + batch]
         imgs = [read_image(f) for f in chunk]
-        for f, img, det in zip(chunk, imgs, runner(imgs)):
+        for f, img, result in zip(chunk, imgs, runner(imgs, [str(f) for f in chunk])):
             suffix = f.suffix.lower() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".png"
-            write_image(out_dir / f"{f.stem}{suffix}", runner.draw(img, det))
-            records = _records(det, runner.names)
+            result.save(out_dir / f"{f.stem}{suffix}", line_width=runner.line_width)
+            records = result.to_dict()["detections"]
             image_id = len(images_meta) + 1
             images_meta.append({"id": image_id, "file_name": str(f), "height": int(img.shape[1]),
                                 "width": int(img.shape[2])})  # fmt: skip

@@ -24,9 +24,10 @@ data-set labels.
 
 Evaluation: pycocotools ``COCOeval`` over the whole validation set gathered from every rank (bbox, and segm for
 models that predict masks); the metrics are COCOeval's own ``stats`` (``map`` = AP@[.5:.95], ``map50``, ``map75`` ...,
-``mask_map`` ...), and COCOeval's own summary is printed (``coco_summary=false`` silences it). Each validated
-epoch writes to the run folder ``predictions_bbox.json`` (COCO results format; ``predictions_segm.json`` with
-masks), ``pr_curve.png`` and ``val_predictions.png``.
+``mask_map`` ...) and go to the epoch's one row of the log and ``metrics.csv``. Each validated epoch writes to the
+run folder ``coco_eval.txt`` (COCOeval's own printed summary; ``coco_summary=true`` also prints it),
+``predictions_bbox.json`` (COCO results format; ``predictions_segm.json`` with masks), ``pr_curve.png`` and
+``val_predictions.png``; ``vision val`` writes the same files.
 
 Example:
     >>> python tools/train.py task=detection model=faster_rcnn model_kwargs.backbone=resnet18 data=synthetic epochs=5
@@ -88,7 +89,7 @@ class DetectionTask(Task):
         "synthetic": dict(SYNTHETIC_KEYS),
         "val_samples": 8,
         "sample_conf": 0.3,
-        "coco_summary": True,
+        "coco_summary": False,
     }
 
     def __init__(self, args: dict[str, Any]) -> None:
@@ -256,8 +257,9 @@ class DetectionTask(Task):
                     samples.append(((img * 255).round().clamp(0, 255).to(torch.uint8).cpu(),
                                     {k: v.detach().cpu() for k, v in small.items()}))  # fmt: skip
         metrics = evaluator.evaluate()
-        if self.args.get("coco_summary", True) and _is_main():
-            print(evaluator.summary(), flush=True)  # COCOeval's own printed summary
+        metrics["_summary"] = evaluator.summary()  # COCOeval's own printout: to coco_eval.txt (on_epoch_end)
+        if self.args.get("coco_summary", False) and _is_main():
+            print(metrics["_summary"], flush=True)
         metrics["_results"] = evaluator.results
         metrics["_samples"] = samples
         return metrics
@@ -279,6 +281,9 @@ class DetectionTask(Task):
     def on_epoch_end(self, run_dir: Path, epoch: int, metrics: Mapping[str, Any], model: nn.Module) -> None:
         from vision.utils.files import save_json
 
+        if metrics.get("_summary"):
+            text = f"COCOeval summary, epoch {epoch} ({metrics.get('num_images', '?')} images)\n{metrics['_summary']}"
+            (Path(run_dir) / "coco_eval.txt").write_text(text, encoding="utf-8")
         results = metrics.get("_results")
         if results:
             for iou_type, items in results.items():

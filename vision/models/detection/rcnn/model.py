@@ -46,6 +46,7 @@ from torchvision.models.detection import mask_rcnn as _tv_mask
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
 from vision.hub.cards import WeightsCard
+from vision.models._predict import detection_predict
 from vision.models.detection.common import BACKGROUND_TAG, Detections, as_image_list, check_targets
 from vision.models.detection.rcnn.fast import fast_predict
 from vision.models.detection.rcnn.parts import BackboneFPN, FastRCNNPredictor, RPNHead, anchor_generator, roi_pool
@@ -147,6 +148,7 @@ class _RCNNMixin:
         with _loss_mode(self):  # type: ignore[arg-type]
             return GeneralizedRCNN.forward(self, imgs, tgts)  # type: ignore[arg-type]
 
+    @detection_predict
     @torch.no_grad()
     def predict(
         self,

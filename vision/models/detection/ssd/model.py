@@ -51,6 +51,7 @@ from torchvision.ops import boxes as box_ops
 
 from vision.backbones._base import levels_by_stride
 from vision.hub.cards import IMAGENET_MEAN, IMAGENET_STD, Preprocess, WeightsCard
+from vision.models._predict import detection_predict
 from vision.models.detection.common import as_image_list, check_targets, rebuild_kwargs
 from vision.necks.ssd_extra import SSDExtraLayers
 from vision.ops import batched_nms
@@ -107,6 +108,7 @@ class SSD(tv_ssd.SSD):
             return self.loss(images, targets)
         return self.predict(images)
 
+    @detection_predict
     @torch.no_grad()
     def predict(
         self,

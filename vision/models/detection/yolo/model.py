@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from vision.backbones._base import levels_by_stride
 from vision.backbones.csp_darknet import SIZES, ConvBNAct  # importing it registers csp_darknet_n/s/m/l
 from vision.hub.cards import IMAGENET_MEAN, IMAGENET_STD, WeightsCard
+from vision.models._predict import detection_predict
 from vision.models.detection.common import Detections, check_targets, rebuild_kwargs
 from vision.models.detection.yolo.decode import decode_boxes, make_anchors
 from vision.models.detection.yolo.head import YOLOHead
@@ -256,6 +257,7 @@ class YOLO(nn.Module):
                 pre_nms_topk=self.pre_nms_topk,
             )[:4]
 
+    @detection_predict
     @torch.no_grad()
     def predict(
         self,

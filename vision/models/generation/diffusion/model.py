@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vision.hub.cards import WeightsCard
+from vision.models._predict import generation_predict
 from vision.models.generation.common import LabelsArg, images_to_uint8, resolve_labels, sampling_context
 from vision.models.generation.diffusion.schedule import PREDICTIONS, SAMPLERS, NoiseSchedule, run_sampler
 from vision.models.generation.diffusion.unet import UNet
@@ -142,6 +143,8 @@ class DiffusionModel(nn.Module):
             cond, uncond = both.chunk(2)
             outs.append(uncond + scale * (cond - uncond))
         return torch.cat(outs)
+
+    predict = generation_predict
 
     @torch.no_grad()
     def sample(

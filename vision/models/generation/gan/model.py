@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from vision.hub.cards import IMAGENET_MEAN, IMAGENET_STD, WeightsCard
+from vision.models._predict import generation_predict
 from vision.models.generation.common import LabelsArg, diff_augment, images_to_uint8, resolve_labels, sampling_context
 from vision.models.generation.gan.networks import (
     DCGANDiscriminator,
@@ -200,6 +201,8 @@ class GAN(nn.Module):
         }
 
     # ------------------------------------------------------------------------------------------------ sampling
+    predict = generation_predict
+
     @torch.no_grad()
     def sample(
         self,

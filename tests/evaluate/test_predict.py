@@ -1,0 +1,160 @@
+"""``model.predict(source)`` for every task: the same ``Results`` from every kind of source, equal to the model's own
+batch output; ``plot``/``save``/``to_dict``/``to_coco``; ``tools/infer.py`` writes what ``Results`` say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vision
+from vision.cli.infer import main as infer_main
+from vision.io import read_image, write_image
+from vision.results import Results, load_sources
+
+
+def _images(tmp_path: Path, n: int = 2, size: tuple[int, int] = (48, 64)) -> list[Path]:
+    gen = torch.Generator().manual_seed(0)
+    folder = tmp_path / "imgs"
+    paths = []
+    for i in range(n):
+        img = torch.randint(0, 256, (3, *size), generator=gen, dtype=torch.uint8)
+        img[:, 10:30, 12:40] = 255  # a bright rectangle: something to detect
+        paths.append(write_image(folder / f"im{i}.png", img))
+    return paths
+
+
+def _sources(path: Path) -> dict[str, object]:
+    hwc = read_image(path, layout="hwc")
+    return {
+        "path": str(path),
+        "path list": [path],
+        "PIL": Image.fromarray(hwc),
+        "numpy": hwc,
+        "uint8 tensor": read_image(path),
+        "float tensor": read_image(path).float() / 255,
+    }
+
+
+@pytest.fixture(scope="module")
+def detector() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = vision.create_model("yolo_n", num_classes=3, imgsz=64).eval()
+    model.categories = ["a", "b", "c"]
+    return model
+
+
+def test_detection_results_from_every_source_equal_the_batch_output(detector, tmp_path):
+    path = _images(tmp_path, 1)[0]
+    image = read_image(path)
+    reference = detector.predict([image.float() / 255], score_threshold=0.0, max_det=20)[0]  # today's dicts
+    assert isinstance(reference, dict) and len(reference["boxes"]) > 0
+    for kind, source in _sources(path).items():
+        (r,) = detector.predict(source, conf=0.0, max_det=20)
+        assert isinstance(r, Results) and r.task == "detection", kind
+        assert torch.equal(r.image, image), kind
+        assert torch.allclose(r.boxes, reference["boxes"]) and torch.equal(r.labels, reference["labels"]), kind
+        assert torch.allclose(r.scores, reference["scores"]) and r.names == ["a", "b", "c"], kind
+        assert r.path == (str(path) if "path" in kind else None), kind
+    folder = detector.predict(path.parent, conf=0.0, max_det=20)
+    assert [x.path for x in folder] == [str(path)] and torch.equal(folder[0]["boxes"], folder[0].boxes)
+
+
+def test_detection_plot_save_to_dict_to_coco(detector, tmp_path):
+    path = _images(tmp_path, 1)[0]
+    (r,) = detector.predict(path, conf=0.0, max_det=5)
+    drawn = r.plot()
+    assert drawn.dtype == np.uint8 and drawn.shape == (48, 64, 3)
+    assert not np.array_equal(drawn, read_image(path, layout="hwc"))  # boxes drawn
+    saved = r.save(tmp_path / "out.png")
+    assert np.array_equal(read_image(saved, layout="hwc"), drawn)
+    record = r.to_dict()
+    assert record["file"] == str(path) and len(record["detections"]) == len(r) == 5
+    coco = r.to_coco(image_id=7)
+    for item, box, label in zip(coco, r.boxes.tolist(), r.labels.tolist()):
+        x, y, w, h = item["bbox"]
+        assert item["image_id"] == 7 and item["category_id"] == label + 1
+        assert [x, y, x + w, y + h] == pytest.approx(box)
+    assert r.to_coco(1, label_to_cat_id={0: 10, 1: 11, 2: 12})[0]["category_id"] == 10 + int(r.labels[0])
+
+
+def test_masks_become_rles_that_decode_back():
+    from pycocotools import mask as mask_utils
+
+    masks = torch.zeros(2, 1, 20, 30)
+    masks[0, 0, 2:8, 3:9] = 0.9
+    masks[1, 0, 10:18, 5:25] = 0.7
+    det = {"boxes": torch.tensor([[3.0, 2, 9, 8], [5, 10, 25, 18]]), "scores": torch.tensor([0.9, 0.8]),
+           "labels": torch.tensor([0, 1]), "masks": masks}  # fmt: skip
+    r = Results.from_detections(torch.zeros(3, 20, 30, dtype=torch.uint8), det, ["x", "y"])
+    assert r.masks.dtype == torch.bool and r.masks.shape == (2, 20, 30)
+    for item, m in zip(r.to_coco(1), r.masks):
+        assert np.array_equal(mask_utils.decode(item["segmentation"]), m.numpy().astype(np.uint8))
+    assert r.plot()[5, 5].tolist() != [0, 0, 0]  # the mask is painted
+
+
+def test_classification_results_from_every_source(tmp_path):
+    torch.manual_seed(0)
+    model = vision.create_model("csp_darknet_n", num_classes=4).eval()
+    model.categories = ["w", "x", "y", "z"]
+    path = _images(tmp_path, 1)[0]
+    x = model.eval_transforms()(read_image(path))[None]
+    reference = model.predict(x, topk=3)[0]  # a normalised batch: today's top-k tuples
+    probs = model(x).softmax(-1)[0]
+    for kind, source in _sources(path).items():
+        (r,) = model.predict(source, topk=3)
+        assert r.task == "classification" and r.topk[0][:2] == reference[0][:2], kind
+        assert [p for *_, p in r.topk] == pytest.approx([p for *_, p in reference], abs=1e-5), kind
+        assert torch.allclose(r.probs, probs, atol=1e-5), kind
+    assert r.to_dict()["top"][0]["name"] == reference[0][1]
+    assert r.plot().shape == (48, 64, 3)
+    with pytest.raises(ValueError, match="to_coco needs detection results"):
+        r.to_coco(1)
+
+
+def test_generation_results():
+    torch.manual_seed(0)
+    model = vision.create_model("dcgan_32", num_classes=3).eval()
+    model.categories = ["p", "q", "r"]
+    results = model.predict(2, labels=[2, 1], seed=3)
+    again, labels = model.sample(2, labels=[2, 1], seed=3, return_labels=True)
+    assert len(results) == 2 and results[0].task == "generation" and labels.tolist() == [2, 1]
+    assert torch.equal(results[0].image, again[0].expand(3, -1, -1))
+    assert results[1].to_dict() == {"file": None, "label": 1, "class": "q"}
+    assert results[1].plot().shape == (*again.shape[-2:], 3)
+
+
+@pytest.mark.parametrize(
+    ("source", "culprit"),
+    [
+        (np.zeros((4, 4, 3), np.float32), "uint8 [H, W, 3]"),
+        (torch.zeros(2, 5, 5), "[3, H, W]"),
+        (42, "int"),
+        ("no/such/file.png", "no/such/file.png"),
+    ],
+)
+def test_bad_sources_name_the_culprit(source, culprit):
+    with pytest.raises((ValueError, FileNotFoundError)) as info:
+        load_sources(source)
+    assert culprit in str(info.value)
+
+
+def test_classification_infer_writes_results(tmp_path, capsys):
+    weights = tmp_path / "tiny.pt"
+    torch.manual_seed(0)
+    model = vision.create_model("csp_darknet_n", num_classes=3)
+    torch.save(model.state_dict(), weights)
+    paths = _images(tmp_path, 2)
+    argv = ["model=csp_darknet_n", f"weights={weights}", f"source={paths[0].parent}", "topk=2", f"project={tmp_path}"]
+    assert infer_main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    out = Path(lines[-1].removeprefix("results saved to "))
+    written = json.loads((out / "predictions.json").read_text())
+    loaded = vision.load_model(str(weights), model="csp_darknet_n")
+    expected = [r.to_dict() for r in loaded.predict([str(p) for p in paths], topk=2)]
+    assert written == expected and len(written) == 2
+    assert lines[0].startswith(f"{paths[0]}: ") and f"({written[0]['top'][0]['label']})" in lines[0]

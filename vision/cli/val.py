@@ -1,0 +1,213 @@
+"""``vision val`` / ``tools/val.py``: evaluate a model on a validation split without training.
+
+Usage::
+
+    python tools/val.py weights=runs/detection/train                      # the run's data, imgsz, model_kwargs
+    python tools/val.py weights=runs/detection/train/weights/last.safetensors
+    python tools/val.py model=resnet18 weights=tv_in1k data=path/to/imagefolder imgsz=224
+    python tools/val.py weights=yolo_n.onnx data=bccd                     # an exported file (vision.deploy)
+
+Keys: ``weights`` (a run folder, a file written by training, a plain file or tag with ``model=``, or an exported
+``.onnx``), ``model``, ``data`` (default: the run's), ``split`` (``val``), ``imgsz``, ``batch`` (default: the run's),
+``device``, ``workers``, ``project``, ``name``, ``plots``; any key of the task's training arguments (e.g.
+``val_fraction=0.2``, ``synthetic.val=100``) overrides the run's.
+
+The task of the model builds the split exactly as training's validation does (the run's ``args.yaml`` supplies
+every key not given here) and evaluates it with the same :meth:`Task.evaluate`; the same files as a validated
+training epoch (``coco_eval.txt``, ``predictions_bbox.json``, ``pr_curve.png``, ``val_predictions.png`` for
+detection; ``confusion_matrix.png`` for classification ...) plus ``metrics.csv`` (one row, as training writes it)
+and ``metrics.json`` (full precision) go to ``<project>/<task>/<name>`` (auto-incremented). One summary line is
+printed; the last line names the folder. Evaluating the weights of a run's last epoch reproduces that epoch's row
+of the run's ``metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor, nn
+
+from vision.cli.common import fail
+from vision.utils.keys import ArgumentError, parse_overrides
+
+__all__ = ["VAL_KEYS", "OnnxAsModule", "evaluate", "main"]
+
+VAL_KEYS: dict[str, Any] = {
+    "weights": "",
+    "model": "",
+    "data": None,
+    "split": "val",
+    "imgsz": None,
+    "batch": None,
+    "device": "auto",
+    "workers": 0,
+    "project": "runs",
+    "name": "val",
+    "plots": True,
+}
+
+
+class OnnxAsModule(nn.Module):
+    """An exported model (``vision.deploy.load_onnx``) behind the interface :meth:`Task.evaluate` uses.
+
+    ``forward(x normalised [B, 3, H, W]) -> logits [B, K]`` (classifiers) and ``predict(images)`` (detectors: a
+    ``[B, 3, H, W]`` batch or list of float ``[3, H, W]`` in [0, 1] -> ``{boxes, scores, labels}`` with data-set
+    labels) on the CPU tensors the exported model is given; ``task``, ``categories``, ``num_classes`` and
+    ``background_class = False`` come from the file.
+    """
+
+    background_class = False
+    has_masks = False
+
+    def __init__(self, onnx_model: Any) -> None:
+        super().__init__()
+        self.onnx_model = onnx_model
+        self.task = str(onnx_model.task)
+        self.categories = list(onnx_model.categories or []) or None
+        self.num_classes = int(onnx_model.num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.as_tensor(np.asarray(self.onnx_model(x.detach().float().cpu())), dtype=torch.float32)
+
+    def predict(self, images: Tensor | Sequence[Tensor], **options: Any) -> list[dict[str, Tensor]]:
+        items = list(images.unbind(0)) if isinstance(images, Tensor) else list(images)
+        dets = self.onnx_model.predict([i.detach().float().cpu() for i in items], **options)
+        return [
+            {k: torch.as_tensor(np.asarray(d[k]), dtype=torch.int64 if k == "labels" else torch.float32)
+             for k in ("boxes", "scores", "labels")}
+            for d in dets
+        ]  # fmt: skip
+
+
+def _load_onnx(path: str) -> Any:
+    try:
+        from vision.deploy import load_onnx
+    except ImportError as err:
+        raise ArgumentError(f"weights={path}: evaluating an .onnx file needs vision.deploy ({err})") from None
+    return load_onnx(path)
+
+
+def _run_args(args: dict[str, Any], onnx_model: Any | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The training arguments to rebuild the validation split with, and the weights' metadata."""
+    from vision._loader import find_trained_file
+    from vision.engine.config import resolve_args
+    from vision.registry import resolve_entry
+
+    weights, model = str(args["weights"]), str(args["model"] or "")
+    if onnx_model is not None:
+        pre = dict(getattr(onnx_model, "preprocess", None) or {})
+        run = resolve_args([f"task={onnx_model.task}"])
+        size = pre.get("input_size")
+        if size:
+            run["imgsz"] = int(size[-1] if isinstance(size, list | tuple) else size)
+        for key in ("mean", "std"):
+            if pre.get(key) is not None and key in run:
+                run[key] = list(pre[key])
+        return run, {"classes": list(onnx_model.categories or [])}
+    found = find_trained_file(weights) if weights else None
+    if found is not None:
+        _, meta, run_dir = found
+        if run_dir is not None:
+            run = yaml.safe_load((run_dir / "args.yaml").read_text(encoding="utf-8")) or {}
+            if model:
+                run["model"] = model
+            return run, meta
+        name = model or str(meta["model"])
+        run = resolve_args([f"task={meta.get('task') or resolve_entry(name).task}", f"model={name}"])
+        run["model_kwargs"] = dict(meta.get("model_kwargs") or {})
+        if "imgsz" in meta:
+            run["imgsz"] = int(meta["imgsz"])
+        elif meta.get("preprocess"):
+            run["imgsz"] = int(meta["preprocess"]["input_size"][-1])
+            run["mean"], run["std"] = list(meta["preprocess"]["mean"]), list(meta["preprocess"]["std"])
+        return run, meta
+    if not model:
+        raise ArgumentError("model= is required (e.g. model=resnet18) unless weights= names a run or a trained file")
+    return resolve_args([f"task={resolve_entry(model).task or 'classification'}", f"model={model}"]), {}
+
+
+def evaluate(argv: Sequence[str]) -> tuple[Path, dict[str, float]]:
+    """Run ``vision val`` on ``key=value`` arguments; returns the output folder and the scalar metrics."""
+    from torch.utils.data import DataLoader
+
+    from vision._loader import load_model
+    from vision.engine.reporting import MetricsLogger
+    from vision.engine.task import get_task
+    from vision.utils import increment_dir, pick_device
+
+    own = [a for a in argv if a.split("=", 1)[0].strip().lstrip("-") in VAL_KEYS]
+    args = parse_overrides(own, VAL_KEYS)
+    if not args["weights"]:
+        raise ArgumentError("weights= is required (a run folder, a weights file, a tag or an .onnx file)")
+    if str(args["split"]) != "val":
+        raise ArgumentError(f"split={args['split']}: only split=val can be evaluated")
+    is_onnx = str(args["weights"]).lower().endswith(".onnx")
+    if is_onnx and not Path(str(args["weights"])).is_file():
+        raise ArgumentError(f"weights={args['weights']}: no such file")
+    onnx_model = _load_onnx(str(args["weights"])) if is_onnx else None
+    run, meta = _run_args(args, onnx_model)
+    for key in ("data", "imgsz", "batch"):
+        if args[key] is not None:
+            run[key] = args[key]
+    run.update(weights="", resume="", workers=int(args["workers"]), plots=bool(args["plots"]))
+    others = [a for a in argv if a not in own]  # the task's data keys (synthetic.val=..., val_fraction=...)
+    run = parse_overrides(others, run, open_sections=("model_kwargs",))
+    task = get_task(str(run["task"]))(run)
+    _, val_set = task.build_datasets()
+    if val_set is None or len(val_set) == 0:  # type: ignore[arg-type]
+        raise ArgumentError(f"data={run['data'] or 'the default data'} has no validation split")
+    device = pick_device(str(args["device"]))
+    if onnx_model is not None:
+        model: nn.Module = OnnxAsModule(onnx_model)
+        device = torch.device("cpu")
+    else:
+        model = load_model(str(args["weights"]), model=str(args["model"] or "") or None, device=device)
+    classes = list(getattr(task, "classes", []) or [])
+    names = getattr(model, "categories", None)
+    if classes and names and len(names) != len(classes):
+        raise ArgumentError(f"the model has {len(names)} classes, data={run['data']} has {len(classes)}: {classes}")
+    loader = DataLoader(val_set, batch_size=int(run["batch"]), shuffle=False, num_workers=int(args["workers"]),
+                        collate_fn=task.collate_fn())  # fmt: skip
+    amp = str(run.get("amp", "auto")).lower()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get("bf16" if amp == "auto" else amp)
+    use_amp = device.type == "cuda" and dtype is not None
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return torch.autocast(device_type="cuda", dtype=dtype) if use_amp else contextlib.nullcontext()
+
+    metrics = task.evaluate(model, loader, device, autocast=autocast)
+    scalars = task.scalar_metrics(metrics)
+    out_dir = increment_dir(Path(str(args["project"])) / str(run["task"]), str(args["name"]))
+    epoch = int(meta.get("epoch", 0) or 0)
+    task.on_epoch_end(out_dir, epoch, metrics, model)
+    logger = MetricsLogger(out_dir, tensorboard=False)
+    logger.log({"epoch": epoch, **scalars})
+    logger.close()
+    summary = {"weights": str(args["weights"]), "data": run["data"], "split": "val", "imgsz": run["imgsz"],
+               "images": len(val_set), "epoch": epoch, "metrics": scalars}  # fmt: skip
+    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in scalars.items())
+    print(f"val {args['weights']} on {run['data'] or 'the default data'} ({len(val_set)} images): {shown}")
+    return out_dir, scalars
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``tools/val.py`` and ``vision val``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(__doc__)
+        return 0
+    try:
+        out_dir, _ = evaluate(argv)
+    except (ArgumentError, OSError, ValueError, KeyError, RuntimeError) as err:
+        fail(str(err).strip("'\""))
+    print(f"results saved to {out_dir}")
+    return 0
