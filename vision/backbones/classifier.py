@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from vision.backbones._base import Family, FeatureSpec, _Adopted
 from vision.hub.cards import Preprocess, WeightsCard
+from vision.ops.image_range import check_normalised_range
 
 __all__ = ["ImageClassifier", "TimmClassifier", "classification_loss", "eval_transforms"]
 
@@ -82,7 +83,14 @@ class _ClassifierMixin:
 
     @torch.no_grad()
     def predict(self, images: Tensor, *, topk: int = 5) -> list[list[tuple[int, str, float]]]:
-        """Top-k ``(label, name, probability)`` per image of a normalised batch ``[B, 3, H, W]``."""
+        """Top-k ``(label, name, probability)`` per image of a normalised batch ``[B, 3, H, W]``.
+
+        Raises:
+            ValueError: the values cannot be a normalised image (e.g. unnormalised 0..255 floats); the message says
+                how to convert (``model.eval_transforms()``).
+        """
+        pre = self.card.preprocess if self.card is not None else Preprocess()
+        check_normalised_range(images, mean=pre.mean, std=pre.std)  # 0..255 floats are refused, not classified
         was_training = self.training  # type: ignore[attr-defined]
         self.eval()  # type: ignore[attr-defined]
         probs = self(images).float().softmax(-1)  # type: ignore[operator]
