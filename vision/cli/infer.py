@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from vision.cli.common import fail
+from vision.cli.common import USER_ERRORS, fail, user_message
 from vision.utils.keys import ArgumentError, parse_overrides
 
 __all__ = ["COMMON_KEYS", "main"]
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args["source"] and task.name != "generation":
             raise ArgumentError("source= is required (an image, a folder or a glob)")
         out_dir = task.infer(args)
-    except (ArgumentError, OSError, ValueError, KeyError, RuntimeError, NotImplementedError) as err:
-        fail(str(err))
+    except (*USER_ERRORS, OSError, RuntimeError, NotImplementedError) as err:
+        fail(user_message(err))
     print(f"results saved to {out_dir}")
     return 0

@@ -66,8 +66,11 @@ def _cmd_info(ns: argparse.Namespace) -> int:
 
     from vision.registry import resolve_entry, split_name
 
-    arch, _ = split_name(ns.name)
+    arch, tag = split_name(ns.name)
     entry = resolve_entry(arch)
+    if tag is not None and tag not in entry.cards and "self-weights" not in entry.tags:
+        known = ", ".join(sorted(entry.cards)) or "none"
+        raise KeyError(f"{entry.name} has no weights tagged {tag!r}; its tags: {known}")
     print(f"name:      {entry.name}")
     print(f"task:      {entry.task}")
     print(f"tags:      {', '.join(sorted(entry.tags))}")
@@ -107,7 +110,19 @@ def _cmd_plugins(ns: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``vision`` command."""
+    """Entry point of the ``vision`` command: a user's mistake is one ``error:`` line (exit 2); a closed stdout
+    (``vision list | head``) ends quietly."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        import os
+
+        # the reader went away: send what is left to nowhere, so that the interpreter's final flush stays quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("train", "infer"):
         if argv[0] == "train":
@@ -134,8 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("train", help="train (same as tools/train.py key=value ...)")
     sub.add_parser("infer", help="infer (same as tools/infer.py key=value ...)")
     ns = parser.parse_args(argv)
+    from vision.cli.common import USER_ERRORS, fail, user_message
+
     try:
         return int(ns.func(ns))
-    except KeyError as err:  # unknown model names
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:  # unknown model names and tags, bad arguments
+        fail(user_message(err))
+    return 2
