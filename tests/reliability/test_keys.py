@@ -161,6 +161,10 @@ def test_imgsz_reaches_model_kwargs_and_conflicts_are_errors(capsys, tmp_path):
     assert args["imgsz"] == 320 and args["model_kwargs"]["imgsz"] == 320
     args = resolve_args(["recipe=yolo_n_bccd", "model_kwargs.imgsz=320"])
     assert args["imgsz"] == 320 and args["model_kwargs"]["imgsz"] == 320
+    args = resolve_args(["task=detection", "model=yolo_n", "imgsz=320"])  # no recipe: the builder's class takes it
+    assert args["model_kwargs"] == {"imgsz": 320}
+    args = resolve_args(["task=detection", "model=faster_rcnn", "imgsz=320"])  # a model without that keyword
+    assert args["model_kwargs"] == {}
     with pytest.raises(ArgumentError, match=r"imgsz=320 and model_kwargs\.imgsz=640 name one value"):
         resolve_args(["recipe=yolo_n_bccd", "imgsz=320", "model_kwargs.imgsz=640"])
     _refused(capsys, tmp_path, ["recipe=yolo_n_bccd", "imgsz=320", "model_kwargs.imgsz=640"], "imgsz=320")

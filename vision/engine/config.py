@@ -20,6 +20,7 @@ from vision.utils.keys import (
     check_keys,
     flag,
     integer,
+    integer_or_names,
     merge,
     number,
     one_of,
@@ -108,6 +109,7 @@ COMMON_SCHEMA: dict[str, Rule] = {
     "ema_decay": number(0.0, 1.0),
     "amp": one_of("auto", "off", "bf16", "fp16"),
     "channels_last": auto_or_flag(),
+    "freeze": integer_or_names(0),
     "sync_bn": flag(),
     "compile": flag(),
     "nan_policy": one_of("stop", "skip"),
@@ -273,13 +275,23 @@ def _check_model_task(model: str, task: str) -> None:
 
 
 def _builder_takes(model: str, key: str) -> bool:
+    """Whether the builder of ``model`` takes the keyword ``key``: by name, or through ``**kwargs`` passed on to the
+    class its return annotation names (``def yolo_n(**kwargs) -> YOLO``)."""
     import inspect
+    import typing
 
-    from vision.registry import resolve_entry
+    from vision.registry import resolve_entry, split_name
 
     try:
-        return key in inspect.signature(resolve_entry(model).builder).parameters
-    except (KeyError, TypeError, ValueError):
+        builder = resolve_entry(split_name(model)[0]).builder
+        params = inspect.signature(builder).parameters
+        if key in params:
+            return True
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return False
+        returned = typing.get_type_hints(builder).get("return")
+        return isinstance(returned, type) and key in inspect.signature(returned).parameters
+    except (KeyError, NameError, TypeError, ValueError):
         return False
 
 
@@ -312,3 +324,5 @@ def _one_value(args: dict[str, Any], given: dict[str, str], *, recipe: dict[str,
             )
         elif key in kwargs:
             args[key] = kwargs[key]
+        elif _builder_takes(str(args.get("model") or ""), key):
+            kwargs[key] = args[key]

@@ -25,6 +25,7 @@ __all__ = [
     "flag",
     "flatten",
     "integer",
+    "integer_or_names",
     "merge",
     "number",
     "one_of",
@@ -158,6 +159,11 @@ class Rule:
 
     def check(self, key: str, value: Any) -> Any:
         """``value`` converted to the key's type (``"3"`` -> 3, ``"1e-3"`` -> 0.001, ``"true"`` -> True)."""
+        if self.kind == "int_or_names":
+            names = value if isinstance(value, list) else [value]
+            if value != [] and all(isinstance(n, str) and n and not n.strip().lstrip("-").isdigit() for n in names):
+                return value
+            return Rule("int", self.allowed, lo=self.lo).check(key, value)
         if self.kind == "int":
             out: Any = value
             if isinstance(value, str):
@@ -188,7 +194,9 @@ class Rule:
                 return text in _TRUE
             raise self._refuse(key, value)
         if self.kind == "choice":
-            text = "off" if value is False else str(value).strip().lower()  # YAML reads a bare `off` as false
+            text = "false" if value is False else str(value).strip().lower()  # YAML reads a bare `off` as false
+            if text == "false" and "off" in self.choices:
+                text = "off"
             if text not in self.choices:
                 raise self._refuse(key, value)
             return text
@@ -199,6 +207,11 @@ def integer(lo: int | None = 1, hi: int | None = None) -> Rule:
     """An integer in ``[lo, hi]`` (``1.5`` and ``abc`` are refused, ``2.0`` is 2)."""
     where = f" >= {lo}" if hi is None and lo is not None else (f" in [{lo}, {hi}]" if lo is not None else "")
     return Rule("int", f"an integer{where}", lo=lo, hi=hi)
+
+
+def integer_or_names(lo: int = 0) -> Rule:
+    """An integer ``>= lo`` or one or more names (e.g. ``freeze=2`` or ``freeze=[backbone.stem]``)."""
+    return Rule("int_or_names", f"an integer >= {lo} or a list of names", lo=lo)
 
 
 def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> Rule:
