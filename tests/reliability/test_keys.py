@@ -137,6 +137,22 @@ def test_fid_preflight_fails_before_any_epoch(capsys, tmp_path, monkeypatch):
     _refused(capsys, tmp_path, ["recipe=dcgan_digits", "fid=true", *QUICK], "fid=true", "FID Inception", "fid=false")
 
 
+@pytest.mark.parametrize(
+    ("arg", "allowed"), [("batch=0", "an integer >= 1"), ("conf=1.5", "a finite number in [0.0, 1.0]")]
+)
+def test_infer_keys_are_checked_before_anything_is_loaded(capsys, tmp_path, arg, allowed):
+    from vision.cli.infer import main as infer_main
+
+    model = "yolo_n" if arg.startswith("conf") else "resnet18"
+    with pytest.raises(SystemExit) as exit_info:
+        infer_main([f"model={model}", "source=x.jpg", arg, f"project={tmp_path / 'out'}"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {arg} is not allowed: {arg.split('=')[0]} must be {allowed}"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
 def test_vision_info_bad_tag_is_an_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         vision_main(["info", "resnet50.bad_tag"])

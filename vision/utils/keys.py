@@ -282,7 +282,7 @@ def check_keys(args: Mapping[str, Any], schema: Mapping[str, Rule], defaults: Ma
     known = flatten(defaults)
     for key, value in flatten(args).items():
         rule = schema.get(key) or rule_from_default(known.get(key))
-        if rule is None or (value is None and key not in schema):
+        if rule is None or (value is None and known.get(key) is None):  # an optional key left unset
             continue
         node = out
         parts = key.split(".")
