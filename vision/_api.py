@@ -81,7 +81,8 @@ def load_weights(
     """Load weights into ``model`` from a card, a URL (downloaded and verified) or a local file.
 
     Foreign layouts (lukemelas EfficientNet, timm, DDP/``torch.compile`` prefixes) are converted; a classifier of
-    another size is dropped with a warning; other missing/unexpected keys raise (``strict=True``) naming them.
+    another size is dropped with a warning (and ``model.new_head_prefixes`` names that new head); other
+    missing/unexpected keys raise (``strict=True``) naming them.
 
     Example:
         >>> model = vision.create_model("efficientnet_lite0")
@@ -101,15 +102,20 @@ def load_weights(
     else:
         path = Path(weights)
     state = load_state_dict_file(path)
-    return load_into(
+    heads = _head_prefixes(model)
+    report = load_into(
         model,
         state,
         layout=layout,
         strict=strict,
-        head_prefixes=_head_prefixes(model),
+        head_prefixes=heads,
         ignore_prefixes=tuple(f"{p}." for p in getattr(model, "pruned", ())),
         source=source,
     )
+    if report.dropped_head:  # pretrained body, newly initialised head: training reads this (fine-tuning defaults)
+        new = [h.rstrip(".") for h in heads if any(k.startswith(h) for k in report.dropped_head)]
+        model.new_head_prefixes = tuple(new)
+    return report
 
 
 def _packaged_file(card: WeightsCard) -> Path | None:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from vision.backbones._base import Family, FeatureSpec, _Adopted
 from vision.hub.cards import Preprocess, WeightsCard
+from vision.ops.image_range import check_normalised_range
 
 __all__ = ["ImageClassifier", "TimmClassifier", "classification_loss", "eval_transforms"]
 
@@ -91,6 +92,10 @@ class _ClassifierMixin:
                 :class:`~vision.results.Results` per image (``probs [K]``, ``topk``).
             topk: how many classes to keep per image.
             batch: images per forward pass (sources only).
+
+        Raises:
+            ValueError: a batch whose values cannot be a normalised image (e.g. unnormalised 0..255 floats); the
+                message says how to convert (``model.eval_transforms()``).
         """
         from vision.results import Results, load_sources
 
@@ -98,6 +103,8 @@ class _ClassifierMixin:
         self.eval()  # type: ignore[attr-defined]
         try:
             if isinstance(images, Tensor) and images.dim() == 4:
+                pre = self.card.preprocess if self.card is not None else Preprocess()
+                check_normalised_range(images, mean=pre.mean, std=pre.std)  # 0..255 floats are refused
                 probs = self(images).float().softmax(-1)  # type: ignore[operator]
                 k = min(topk, probs.shape[-1])
                 values, indices = probs.topk(k, dim=-1)

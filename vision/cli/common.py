@@ -1,10 +1,39 @@
-"""What the command-line front ends share: one ``error:`` line for a user's mistake."""
+"""What the command-line front ends share: one ``error:`` line for a user's mistake, exit status 2."""
 
 from __future__ import annotations
 
 import sys
 
-__all__ = ["fail"]
+from vision.data._bad import DataError
+from vision.engine.checkpoint import CheckpointError
+from vision.hub._download_errors import DownloadError
+from vision.hub.adapt import WeightsMismatchError
+from vision.io import ImageReadError
+from vision.utils.keys import ArgumentError
+
+__all__ = ["USER_ERRORS", "fail", "user_message"]
+
+#: the exceptions that mean a user's mistake or a missing/bad resource (never a bug): one ``error:`` line, exit 2.
+#: ``KeyError`` covers unknown registry names; ``OSError`` unreadable paths; ``DownloadError`` unreachable weights.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ArgumentError,
+    DataError,
+    CheckpointError,
+    WeightsMismatchError,
+    DownloadError,
+    ImageReadError,
+    FileNotFoundError,
+    NotADirectoryError,
+    PermissionError,
+    ValueError,
+    KeyError,
+)
+
+
+def user_message(err: BaseException) -> str:
+    """The one-line message of ``err`` (a ``KeyError``'s quotes removed, later lines folded into the first)."""
+    text = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else err
+    return " ".join(str(text).split("\n")).strip() or type(err).__name__
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -20,8 +20,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from vision.cli.common import fail
-from vision.utils.keys import ArgumentError, parse_overrides
+from vision.cli.common import USER_ERRORS, fail, user_message
+from vision.utils.keys import ArgumentError, check_keys, integer, number, parse_overrides
 
 __all__ = ["COMMON_KEYS", "main"]
 
@@ -33,6 +33,22 @@ COMMON_KEYS: dict[str, Any] = {
     "batch": 16,
     "project": "runs",
     "name": "infer",
+}
+
+
+#: declared types and ranges of the inference keys (others: the type of their default)
+INFER_SCHEMA = {
+    "batch": integer(1),
+    "topk": integer(1),
+    "conf": number(0.0, 1.0),
+    "iou": number(0.0, 1.0),
+    "max_det": integer(1),
+    "line_width": integer(1),
+    "n": integer(1),
+    "steps": integer(1),
+    "nrow": integer(0),
+    "guidance_scale": number(0.0),
+    "eta": number(0.0, 1.0),
 }
 
 
@@ -67,11 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         pre = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if "=" in a}
         task = get_task(_task_name(pre.get("model", ""), pre.get("weights", "")))
-        args = parse_overrides(argv, {**COMMON_KEYS, **task.infer_keys})
+        keys = {**COMMON_KEYS, **task.infer_keys}
+        args = check_keys(parse_overrides(argv, keys), INFER_SCHEMA, keys)
         if not args["source"] and task.name != "generation":
             raise ArgumentError("source= is required (an image, a folder or a glob)")
         out_dir = task.infer(args)
-    except (ArgumentError, OSError, ValueError, KeyError, RuntimeError, NotImplementedError) as err:
-        fail(str(err))
+    except (*USER_ERRORS, OSError, RuntimeError, NotImplementedError) as err:
+        fail(user_message(err))
     print(f"results saved to {out_dir}")
     return 0

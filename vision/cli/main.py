@@ -67,8 +67,11 @@ def _cmd_info(ns: argparse.Namespace) -> int:
 
     from vision.registry import resolve_entry, split_name
 
-    arch, _ = split_name(ns.name)
+    arch, tag = split_name(ns.name)
     entry = resolve_entry(arch)
+    if tag is not None and tag not in entry.cards and "self-weights" not in entry.tags:
+        known = ", ".join(sorted(entry.cards)) or "none"
+        raise KeyError(f"{entry.name} has no weights tagged {tag!r}; its tags: {known}")
     print(f"name:      {entry.name}")
     print(f"task:      {entry.task}")
     print(f"tags:      {', '.join(sorted(entry.tags))}")
@@ -108,7 +111,19 @@ def _cmd_plugins(ns: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``vision`` command."""
+    """Entry point of the ``vision`` command: a user's mistake is one ``error:`` line (exit 2); a closed stdout
+    (``vision list | head``) ends quietly."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        import os
+
+        # the reader went away: send what is left to nowhere, so that the interpreter's final flush stays quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "val":
         from vision.cli.val import main as val_main
@@ -140,8 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("infer", help="infer (same as tools/infer.py key=value ...)")
     sub.add_parser("val", help="evaluate without training (same as tools/val.py key=value ...)")
     ns = parser.parse_args(argv)
+    from vision.cli.common import USER_ERRORS, fail, user_message
+
     try:
         return int(ns.func(ns))
-    except KeyError as err:  # unknown model names
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as err:  # unknown model names and tags, bad arguments
+        fail(user_message(err))
+    return 2

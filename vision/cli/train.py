@@ -19,8 +19,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from vision.cli.common import fail
-from vision.utils.keys import ArgumentError
+from vision.cli.common import USER_ERRORS, fail, user_message
 
 __all__ = ["DEFAULT_RECIPE", "main"]
 
@@ -47,6 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         Trainer(args).fit()
     except NonFiniteLossError as err:
         fail(str(err), code=3)
-    except (ArgumentError, FileNotFoundError, ValueError, KeyError) as err:
-        fail(str(err))
+    except USER_ERRORS as err:
+        fail(user_message(err))
     return 0

@@ -50,6 +50,7 @@ __all__ = [
     "build_transform",
     "list_transforms",
     "masks_to_boxes",
+    "transform_arguments",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -91,6 +92,12 @@ def list_transforms() -> list[str]:
 _RENAMED: dict[str, dict[str, tuple[str, float]]] = {
     "detection_train": {"hue_shift": ("hue", 360.0), "sat_shift": ("saturation", 255.0), "val_shift": ("value", 255.0)}
 }
+
+
+def transform_arguments(name: str) -> list[str]:
+    """The keyword arguments of the transform recipe ``name`` (what ``augment.<key>=`` may set); ``[]`` when unknown."""
+    fn = _RECIPES.get(name)
+    return [*inspect.signature(fn).parameters, *_RENAMED.get(name, {})] if fn is not None else []
 
 
 def build_transform(name: str, **kwargs: Any) -> Callable[..., Any]:

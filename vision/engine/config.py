@@ -13,9 +13,29 @@ from typing import Any
 
 import yaml
 
-from vision.utils.keys import ArgumentError, merge, parse_overrides
+from vision.utils.keys import (
+    ArgumentError,
+    Rule,
+    auto_or_flag,
+    check_keys,
+    flag,
+    integer,
+    integer_or_names,
+    merge,
+    number,
+    one_of,
+    parse_overrides,
+)
 
-__all__ = ["COMMON_DEFAULTS", "find_recipe", "list_recipes", "resolve_args", "zoo_dir"]
+__all__ = [
+    "COMMON_DEFAULTS",
+    "COMMON_SCHEMA",
+    "SHARED_MODEL_KEYS",
+    "find_recipe",
+    "list_recipes",
+    "resolve_args",
+    "zoo_dir",
+]
 
 COMMON_DEFAULTS: dict[str, Any] = {
     # keys every task shares (scripts rely on them)
@@ -62,7 +82,49 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "tensorboard": True,
     "exist_ok": False,
     "expected": {},
+    # fine-tuning: with pretrained weights= and a new head, the pretrained body trains at lr * backbone_lr_mult
+    "backbone_lr_mult": 0.1,
 }
+
+#: the declared type and range of each common key (a task adds its own in ``Task.schema``); keys without a rule
+#: are checked against the type of their default. Checked by :func:`resolve_args` before anything is created.
+COMMON_SCHEMA: dict[str, Rule] = {
+    "fraction": number(0.0, 1.0, lo_open=True),
+    "epochs": integer(1),
+    "batch": integer(1),
+    "lr": number(0.0, lo_open=True),
+    "workers": integer(0),
+    "seed": integer(0),
+    "deterministic": flag(),
+    "imgsz": integer(1),
+    "optimizer": one_of("sgd", "adamw", "adam"),
+    "momentum": number(0.0, 1.0),
+    "weight_decay": number(0.0),
+    "schedule": one_of("cosine", "linear", "step", "constant"),
+    "warmup_epochs": number(0.0),
+    "min_lr_ratio": number(0.0, 1.0),
+    "accumulate": integer(1),
+    "clip_grad": number(0.0),
+    "ema": flag(),
+    "ema_decay": number(0.0, 1.0),
+    "amp": one_of("auto", "off", "bf16", "fp16"),
+    "channels_last": auto_or_flag(),
+    "freeze": integer_or_names(0),
+    "sync_bn": flag(),
+    "compile": flag(),
+    "nan_policy": one_of("stop", "skip"),
+    "nan_skip_limit": integer(1),
+    "save_period": integer(0),
+    "val_period": integer(1),
+    "plots": flag(),
+    "tensorboard": flag(),
+    "exist_ok": flag(),
+    "backbone_lr_mult": number(0.0, 1.0),
+}
+
+#: top-level keys that a model may also take as a keyword argument: one value reaches both (see
+#: :func:`_one_value`)
+SHARED_MODEL_KEYS = ("imgsz",)
 
 _OPEN_SECTIONS = ("model_kwargs", "expected", "augment")
 
@@ -125,7 +187,7 @@ def _resume_args(target: str, argv: Sequence[str]) -> dict[str, Any]:
             )
     args = parse_overrides(argv, saved, open_sections=_OPEN_SECTIONS)
     args["resume"] = str(target)
-    return args
+    return _checked(args, saved)
 
 
 def _task_of_model(model: str | None) -> str:
@@ -144,6 +206,9 @@ def resolve_args(argv: Sequence[str], *, default_recipe: str = "") -> dict[str, 
 
     With no ``recipe=`` (and no ``model=``/``task=`` instead) ``default_recipe`` is used (the command line passes the
     built-in default). The task is ``task=``, else the recipe's, else the registered task of ``model=``.
+    ``augment.name=`` on the command line starts that augmentation from its own defaults (the recipe's ``augment.*``
+    arguments belong to the recipe's augmentation). Every value is checked against its declared type and range
+    (:data:`COMMON_SCHEMA`, ``Task.schema``) before anything is created.
     """
     from vision.engine.task import get_task
 
@@ -173,4 +238,91 @@ def resolve_args(argv: Sequence[str], *, default_recipe: str = "") -> dict[str, 
         raise ArgumentError(f"recipe {recipe_name}: {err}") from None
     args = parse_overrides(argv, defaults, open_sections=_OPEN_SECTIONS)
     args["task"] = task_name
-    return args
+    _check_model_task(str(args.get("model") or ""), task_name)
+    _one_value(args, pre, recipe={**recipe, **opened}, recipe_name=recipe_name)
+    if "augment.name" in pre:  # another augmentation: the recipe's arguments of its own one do not carry over
+        given = {k.split(".", 1)[1] for k in pre if k.startswith("augment.")}
+        args["augment"] = {k: v for k, v in (args.get("augment") or {}).items() if k in given}
+    if args.get("expected") and recipe.get("data") and "data" not in args["expected"]:
+        args["expected"]["data"] = recipe["data"]  # expectations hold for the data set they were measured on
+    return _checked(args, defaults, task_cls.schema)
+
+
+def _checked(args: dict[str, Any], defaults: dict[str, Any], task_schema: dict[str, Rule] | None = None) -> dict:
+    """``args`` with every key checked against its declared type and range (one line naming a bad key)."""
+    if task_schema is None:
+        from vision.engine.task import get_task
+
+        task_schema = get_task(str(args["task"])).schema
+    return check_keys(args, {**COMMON_SCHEMA, **task_schema}, defaults)
+
+
+def _check_model_task(model: str, task: str) -> None:
+    """``model=`` must name a registered model of ``task`` (a classifier cannot train as a detector)."""
+    if not model:
+        return
+    from vision.registry import UnknownNameError, resolve_entry, split_name
+
+    try:
+        entry = resolve_entry(split_name(model)[0])
+    except UnknownNameError as err:
+        raise ArgumentError(f"model={model}: {str(err).strip(chr(34) + chr(39))}") from None
+    if entry.task and entry.task != task:
+        raise ArgumentError(
+            f"model={model} is a {entry.task} model, not a {task} one; "
+            f"give task={entry.task}, or a {task} model (vision list --task {task})"
+        )
+
+
+def _builder_takes(model: str, key: str) -> bool:
+    """Whether the builder of ``model`` takes the keyword ``key``: by name, or through ``**kwargs`` passed on to the
+    class its return annotation names (``def yolo_n(**kwargs) -> YOLO``)."""
+    import inspect
+    import typing
+
+    from vision.registry import resolve_entry, split_name
+
+    try:
+        builder = resolve_entry(split_name(model)[0]).builder
+        params = inspect.signature(builder).parameters
+        if key in params:
+            return True
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return False
+        returned = typing.get_type_hints(builder).get("return")
+        return isinstance(returned, type) and key in inspect.signature(returned).parameters
+    except (KeyError, NameError, TypeError, ValueError):
+        return False
+
+
+def _one_value(args: dict[str, Any], given: dict[str, str], *, recipe: dict[str, Any], recipe_name: str) -> None:
+    """Make a top-level key and its ``model_kwargs`` spelling one value (:data:`SHARED_MODEL_KEYS`).
+
+    The spelling given on the command line wins; both given with different values is an error, as is a recipe that
+    sets the two differently. A model keyword the recipe does not set follows the top-level key when the model's
+    builder names it.
+    """
+    kwargs = args.setdefault("model_kwargs", {})
+    in_recipe = recipe.get("model_kwargs") or {}
+    for key in SHARED_MODEL_KEYS:
+        nested = f"model_kwargs.{key}"
+        top_cli, nested_cli = key in given, nested in given
+        if top_cli and nested_cli:
+            if str(args[key]) != str(kwargs.get(key)):
+                raise ArgumentError(
+                    f"{key}={given[key]} and {nested}={given[nested]} name one value; give one of them (or the same)"
+                )
+        elif nested_cli:
+            args[key] = kwargs[key]
+        elif top_cli:
+            if key in kwargs or _builder_takes(str(args.get("model") or ""), key):
+                kwargs[key] = args[key]
+        elif key in in_recipe and key in recipe and str(recipe[key]) != str(in_recipe[key]):
+            raise ArgumentError(
+                f"recipe {recipe_name}: {key}: {recipe[key]} and model_kwargs.{key}: {in_recipe[key]} differ; "
+                "they are one value"
+            )
+        elif key in kwargs:
+            args[key] = kwargs[key]
+        elif _builder_takes(str(args.get("model") or ""), key):
+            kwargs[key] = args[key]

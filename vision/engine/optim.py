@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -13,8 +13,25 @@ __all__ = ["build_optimizer", "build_scheduler", "lr_factor", "param_groups"]
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: decayed weights, and biases + normalisation parameters + 1-d tensors without decay."""
+def param_groups(
+    model: nn.Module, weight_decay: float, *, head_prefixes: Sequence[str] = (), backbone_lr_mult: float = 1.0
+) -> list[dict]:
+    """Two groups: decayed weights, and biases + normalisation parameters + 1-d tensors without decay.
+
+    With ``head_prefixes`` (parameter-name prefixes of a newly initialised head) and ``backbone_lr_mult != 1`` each
+    group is split in two: the head's parameters, and the others with ``"lr_mult": backbone_lr_mult`` (the pretrained
+    body of a fine-tuned model learns more slowly than its new head).
+    """
+    if head_prefixes and backbone_lr_mult != 1.0:
+        heads = tuple(head_prefixes)
+        in_head = {id(p) for n, p in model.named_parameters() if any(n == h or n.startswith(h + ".") for h in heads)}
+        groups = []
+        for g in param_groups(model, weight_decay):
+            head = [p for p in g["params"] if id(p) in in_head]
+            body = [p for p in g["params"] if id(p) not in in_head]
+            groups += [{**g, "params": head}] if head else []
+            groups += [{**g, "params": body, "lr_mult": backbone_lr_mult}] if body else []
+        return groups
     decay, no_decay = [], []
     norm_params: set[int] = set()
     for module in model.modules():
@@ -44,9 +61,18 @@ def build_optimizer(
     weight_decay: float = 5e-4,
     betas: tuple[float, float] = (0.9, 0.999),
     nesterov: bool = True,
+    head_prefixes: Sequence[str] = (),
+    backbone_lr_mult: float = 1.0,
 ) -> torch.optim.Optimizer:
-    """SGD (Nesterov momentum) or AdamW over :func:`param_groups` of a model (or given groups)."""
-    groups = param_groups(params, weight_decay) if isinstance(params, nn.Module) else list(params)
+    """SGD (Nesterov momentum) or AdamW over :func:`param_groups` of a model (or given groups); a group with an
+    ``"lr_mult"`` starts at ``lr * lr_mult`` (see ``head_prefixes``/``backbone_lr_mult`` of :func:`param_groups`)."""
+    if isinstance(params, nn.Module):
+        groups = param_groups(params, weight_decay, head_prefixes=head_prefixes, backbone_lr_mult=backbone_lr_mult)
+    else:
+        groups = list(params)
+    for g in groups:
+        if "lr_mult" in g:
+            g["lr"] = lr * float(g["lr_mult"])
     if not groups:
         raise ValueError("the model has no trainable parameters (everything frozen?)")
     name = name.lower()

@@ -11,7 +11,33 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MetricsLogger", "format_table", "plot_confusion", "plot_curves"]
+__all__ = ["MetricsLogger", "data_summary", "expectation_lines", "format_table", "plot_confusion", "plot_curves"]
+
+
+def data_summary(dataset: Any) -> str | None:
+    """The data set's ``summary()`` line (looked up through ``Subset``-style wrappers), or ``None``."""
+    for _ in range(8):
+        if dataset is None:
+            return None
+        if callable(getattr(dataset, "summary", None)):
+            return str(dataset.summary())
+        dataset = getattr(dataset, "dataset", None)
+    return None
+
+
+def expectation_lines(
+    expected: Mapping[str, Any], *, data: Any, metric: str, best: float | None, maximize: bool
+) -> list[str]:
+    """Lines reporting a recipe's ``expected:`` value of ``metric`` against the run's ``best``; skipped (and said so)
+    when the run's ``data`` is not the data set the expectation was measured on (``expected["data"]``)."""
+    if not expected or best is None or metric not in expected:
+        return []
+    measured_on = expected.get("data")
+    if measured_on is not None and str(measured_on) != str(data or ""):
+        return [f"recipe expectations skipped: measured on data={measured_on}, this run used data={data}"]
+    target = float(expected[metric])
+    ok = best >= target if maximize else best <= target
+    return [f"recipe expects {metric} {'>=' if maximize else '<='} {target}: {'reached' if ok else 'NOT reached'}"]
 
 
 class MetricsLogger:

@@ -70,12 +70,16 @@ class Task:
         main_metric: the validation metric that picks ``best`` (a key of :meth:`evaluate`'s result).
         maximize: whether a larger ``main_metric`` is better.
         defaults: extra ``key=value`` keys of this task with their defaults.
+        schema: the declared type and range of those keys.
     """
 
     name: ClassVar[str] = "base"
     main_metric: ClassVar[str] = "loss"
     maximize: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}
+    #: declared types and ranges of this task's keys (``vision.utils.keys`` rules); undeclared keys are checked
+    #: against the type of their default
+    schema: ClassVar[dict[str, Any]] = {}
     #: extra ``key=value`` keys of ``tools/infer.py`` for this task (on top of the common ones)
     infer_keys: ClassVar[dict[str, Any]] = {}
 
@@ -92,6 +96,10 @@ class Task:
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
         """``(train, val)`` datasets (``val`` may be ``None``)."""
         raise NotImplementedError
+
+    def preflight(self) -> None:
+        """Check, before any run folder is created and before the first epoch, the resources the run will need later
+        (e.g. an evaluation network's weights); raise ``FileNotFoundError``/``ValueError`` naming what is missing."""
 
     def collate_fn(self) -> Callable[[list[Any]], Any] | None:
         """The DataLoader collate function (``None``: PyTorch's default)."""

@@ -42,7 +42,7 @@ from vision.engine.checkpoint import (
     write_checkpoint,
 )
 from vision.engine.optim import build_optimizer, build_scheduler
-from vision.engine.reporting import MetricsLogger, format_table, plot_curves
+from vision.engine.reporting import MetricsLogger, data_summary, expectation_lines, format_table, plot_curves
 from vision.engine.sampler import EpochSampler, SeededDataset
 from vision.engine.task import Task, get_task
 from vision.utils import increment_dir, pick_device, save_yaml
@@ -102,6 +102,9 @@ class Trainer:
 
     def _build_loaders(self) -> None:
         train_ds, val_ds = self.task.build_datasets()
+        for split, ds in (("train", train_ds), ("val", val_ds)):  # what the data checks kept and dropped
+            if (line := data_summary(ds)) is not None:
+                self._print(f"data {split}: {line}")
         seed = int(self.args["seed"])
         fraction = float(self.args["fraction"])
         if not 0.0 < fraction <= 1.0:
@@ -159,6 +162,8 @@ class Trainer:
             "schedule": self.args["schedule"],
             "min_lr_ratio": float(self.args["min_lr_ratio"]),
         }
+        head = tuple(getattr(model, "new_head_prefixes", ()) or ())  # fine-tuning: the body trains more slowly
+        lr, mult = float(self.args["lr"]), float(self.args.get("backbone_lr_mult", 1.0)) if head else 1.0
         if self.manual:
             self.optimizers = dict(model.configure_optimizers(self.args))
         else:
@@ -166,11 +171,16 @@ class Trainer:
                 "main": build_optimizer(
                     model,
                     name=self.args["optimizer"],
-                    lr=float(self.args["lr"]),
+                    lr=lr,
                     momentum=float(self.args["momentum"]),
                     weight_decay=float(self.args["weight_decay"]),
+                    head_prefixes=head,
+                    backbone_lr_mult=mult,
                 )
             }
+            if head:
+                self._print(f"fine-tuning: new head {', '.join(head)} at lr {lr:g}, pretrained body at lr {lr * mult:g}"
+                            f" (backbone_lr_mult={mult:g})")  # fmt: skip
         self.schedulers = {k: build_scheduler(opt, **sched) for k, opt in self.optimizers.items()}
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.ema = None
@@ -402,11 +412,12 @@ class Trainer:
             save_yaml(self.run_dir / "args.yaml", self.args)
 
     def setup(self) -> None:
-        """Run folder, loaders, model, optimiser and NaN guard, ready for the first epoch (``fit`` calls it; a
-        benchmark that times single epochs calls it, then ``_train_epoch``)."""
-        self._make_run_dir()
+        """Pre-flight checks, loaders, model, run folder (created last: a failed start leaves none), optimiser and NaN
+        guard, ready for the first epoch (``fit`` calls it; a benchmark timing single epochs calls it directly)."""
+        self.task.preflight()  # resources needed later (e.g. evaluation networks), before anything is written
         self._build_loaders()
         self._build_model()
+        self._make_run_dir()  # only once data and model are built: a failed start leaves no run folder
         self.step, self.best, self.best_epoch, self.skipped_steps = 0, None, -1, 0
         self.guard = NanGuard(
             {"model": self.model, "ema": self.ema.module if self.ema is not None else None},
@@ -472,23 +483,12 @@ class Trainer:
         metric = self.task.main_metric
         if self.best is not None:
             self._print(f"best {metric} {self.best:.4f} at epoch {self.best_epoch + 1}")
-        expected = self.args.get("expected") or {}
-        if expected and self.best is not None and metric in expected:
-            target = float(expected[metric])
-            ok = self.best >= target if self.task.maximize else self.best <= target
-            self._print(
-                f"recipe expects {metric} {'>=' if self.task.maximize else '<='} {target}: "
-                f"{'reached' if ok else 'NOT reached'}"
-            )
+        for line in expectation_lines(
+            self.args.get("expected") or {}, data=self.args["data"], metric=metric, best=self.best,
+            maximize=self.task.maximize,
+        ):  # fmt: skip
+            self._print(line)
         if self.skipped_steps:
             self._print(f"{self.skipped_steps} step(s) skipped for non-finite losses")
         self._print(f"inference: {self.task.inference_hint(self.run_dir)}")
         self._print(f"run saved to {self.run_dir}")
-
-
-def train(argv: list[str] | None = None, **overrides: Any) -> Path:
-    """Python entry point: ``train(["recipe=resnet18_digits"], epochs=3)`` -> run folder."""
-    from vision.engine.config import resolve_args
-
-    args = list(argv or []) + [f"{k}={v}" for k, v in overrides.items()]
-    return Trainer(resolve_args(args)).fit()

@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["LoadReport", "adapt_state_dict", "load_into", "match_state_dict"]
+__all__ = ["LoadReport", "WeightsMismatchError", "adapt_state_dict", "load_into", "match_state_dict"]
+
+
+class WeightsMismatchError(RuntimeError):
+    """A weights file does not fit the model (another architecture): the message names the file and the keys."""
+
 
 StateDict = dict[str, torch.Tensor]
 
@@ -417,6 +422,9 @@ def load_into(
     A classifier of another size is dropped with a warning. With ``strict=True`` any other missing, unexpected or
     mis-shaped key raises ``RuntimeError`` naming them and ``source``; with ``strict=False`` they are reported in the
     returned :class:`LoadReport` and a warning.
+
+    Raises:
+        WeightsMismatchError: (a ``RuntimeError``) with ``strict=True``, when the weights do not fit the model.
     """
     target = model.state_dict()
     converted, found_layout = adapt_state_dict(state, target, layout=layout)
@@ -433,7 +441,7 @@ def load_into(
     if problems:
         message = f"{source} does not fit {type(model).__name__}: {report}"
         if strict:
-            raise RuntimeError(message)
+            raise WeightsMismatchError(message)
         warnings.warn(message, stacklevel=2)
     model.load_state_dict(kept, strict=False)
     return report

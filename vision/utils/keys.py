@@ -10,12 +10,28 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
 
-__all__ = ["ArgumentError", "flatten", "merge", "parse_overrides", "parse_value"]
+__all__ = [
+    "ArgumentError",
+    "Rule",
+    "auto_or_flag",
+    "check_keys",
+    "check_section",
+    "flag",
+    "flatten",
+    "integer",
+    "integer_or_names",
+    "merge",
+    "number",
+    "one_of",
+    "parse_overrides",
+    "parse_value",
+]
 
 
 class ArgumentError(ValueError):
@@ -103,8 +119,8 @@ def parse_overrides(
         default = known.get(key)
         try:
             value = parse_value(text, default)
-        except ArgumentError as err:
-            raise ArgumentError(f"{key}: {err}") from None
+        except ArgumentError:
+            raise ArgumentError(f"{key}={text} is not allowed: {key} must be true or false") from None
         node = result
         parts = key.split(".")
         for part in parts[:-1]:
@@ -113,3 +129,164 @@ def parse_overrides(
             node = node[part]
         node[parts[-1]] = value
     return result
+
+
+# ------------------------------------------------------------------------------------------------ declared key types
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+class Rule:
+    """The declared type and range of one key; :meth:`check` returns the value converted, or raises
+    :class:`ArgumentError` naming the key, the value and what is allowed.
+
+    Build rules with :func:`integer`, :func:`number`, :func:`flag`, :func:`one_of` and :func:`auto_or_flag`.
+    """
+
+    def __init__(self, kind: str, allowed: str, *, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False, choices: tuple[str, ...] = ()) -> None:  # fmt: skip
+        self.kind, self.allowed, self.lo, self.hi, self.lo_open, self.choices = kind, allowed, lo, hi, lo_open, choices
+
+    def _refuse(self, key: str, value: Any) -> ArgumentError:
+        shown = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
+        shown = shown.removesuffix("\n...").strip()
+        return ArgumentError(f"{key}={shown} is not allowed: {key} must be {self.allowed}")
+
+    def _in_range(self, v: float) -> bool:
+        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+            return False
+        return self.hi is None or v <= self.hi
+
+    def check(self, key: str, value: Any) -> Any:
+        """``value`` converted to the key's type (``"3"`` -> 3, ``"1e-3"`` -> 0.001, ``"true"`` -> True)."""
+        if self.kind == "int_or_names":
+            names = value if isinstance(value, list) else [value]
+            if value != [] and all(isinstance(n, str) and n and not n.strip().lstrip("-").isdigit() for n in names):
+                return value
+            return Rule("int", self.allowed, lo=self.lo).check(key, value)
+        if self.kind == "int":
+            out: Any = value
+            if isinstance(value, str):
+                try:
+                    out = int(value.strip())
+                except ValueError:
+                    raise self._refuse(key, value) from None
+            if isinstance(out, float) and out.is_integer():
+                out = int(out)
+            if isinstance(out, bool) or not isinstance(out, int) or not self._in_range(out):
+                raise self._refuse(key, value)
+            return out
+        if self.kind == "float":
+            try:
+                out = float(value) if not isinstance(value, bool) else None
+            except (TypeError, ValueError):
+                out = None
+            if out is None or not math.isfinite(out) or not self._in_range(out):
+                raise self._refuse(key, value)
+            return out
+        if self.kind in ("flag", "auto_flag"):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if self.kind == "auto_flag" and text == "auto":
+                return "auto"
+            if text in _TRUE or text in _FALSE:
+                return text in _TRUE
+            raise self._refuse(key, value)
+        if self.kind == "choice":
+            text = "false" if value is False else str(value).strip().lower()  # YAML reads a bare `off` as false
+            if text == "false" and "off" in self.choices:
+                text = "off"
+            if text not in self.choices:
+                raise self._refuse(key, value)
+            return text
+        return value
+
+
+def integer(lo: int | None = 1, hi: int | None = None) -> Rule:
+    """An integer in ``[lo, hi]`` (``1.5`` and ``abc`` are refused, ``2.0`` is 2)."""
+    where = f" >= {lo}" if hi is None and lo is not None else (f" in [{lo}, {hi}]" if lo is not None else "")
+    return Rule("int", f"an integer{where}", lo=lo, hi=hi)
+
+
+def integer_or_names(lo: int = 0) -> Rule:
+    """An integer ``>= lo`` or one or more names (e.g. ``freeze=2`` or ``freeze=[backbone.stem]``)."""
+    return Rule("int_or_names", f"an integer >= {lo} or a list of names", lo=lo)
+
+
+def number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> Rule:
+    """A finite number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``); ``nan`` and ``inf`` are refused."""
+    if lo is not None and hi is not None:
+        where = f" in {'(' if lo_open else '['}{lo}, {hi}]"
+    elif lo is not None:
+        where = f" {'>' if lo_open else '>='} {lo}"
+    else:
+        where = ""
+    return Rule("float", f"a finite number{where}", lo=lo, hi=hi, lo_open=lo_open)
+
+
+def flag() -> Rule:
+    """``true`` or ``false``."""
+    return Rule("flag", "true or false")
+
+
+def auto_or_flag() -> Rule:
+    """``auto``, ``true`` or ``false``."""
+    return Rule("auto_flag", "auto, true or false")
+
+
+def one_of(*choices: str) -> Rule:
+    """One of the given words (case-insensitive)."""
+    return Rule("choice", f"one of {', '.join(choices)}", choices=tuple(choices))
+
+
+def check_section(section: str, given: Iterable[str], accepted: Iterable[str], *, reserved: Iterable[str] = ()) -> None:
+    """Refuse keys of a ``section.<key>=`` group (e.g. ``augment``) that its consumer does not take.
+
+    Args:
+        section: the section's name, as the user writes it.
+        given: the keys the user (or the recipe) set.
+        accepted: the keys the consumer takes (e.g. a function's keyword arguments).
+        reserved: accepted keys the program sets itself (refused as well, e.g. ``size`` set from ``imgsz``).
+
+    Raises:
+        ArgumentError: one line naming the unknown key, close matches and the valid keys.
+    """
+    reserved = set(reserved)
+    valid = [k for k in accepted if k not in reserved]
+    for key in given:
+        if key not in valid:
+            raise ArgumentError(_unknown(f"{section}.{key}", [f"{section}.{k}" for k in valid]))
+
+
+def rule_from_default(default: Any) -> Rule | None:
+    """The type a key's default implies, for keys without a declared rule (strings and lists: none)."""
+    if isinstance(default, bool):
+        return flag()
+    if isinstance(default, int):
+        return integer(lo=None)
+    if isinstance(default, float):
+        return number()
+    return None
+
+
+def check_keys(args: Mapping[str, Any], schema: Mapping[str, Rule], defaults: Mapping[str, Any] = {}) -> dict:
+    """Check every key of ``args`` against its declared rule (``schema``, else the type of its default in
+    ``defaults``) and return a copy with the values converted.
+
+    Raises:
+        ArgumentError: one line naming the first bad key, its value and what it allows, e.g.
+            ``epochs=0 is not allowed: epochs must be an integer >= 1``.
+    """
+    out = copy.deepcopy(dict(args))
+    known = flatten(defaults)
+    for key, value in flatten(args).items():
+        rule = schema.get(key) or rule_from_default(known.get(key))
+        if rule is None or (value is None and known.get(key) is None):  # an optional key left unset
+            continue
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node[part]
+        node[parts[-1]] = rule.check(key, value)
+    return out

@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vision.ops.image_range import check_unit_range
+
 __all__ = [
     "BACKGROUND_TAG",
     "Detections",
@@ -62,7 +64,8 @@ def as_image_list(images: Tensor | Sequence[Tensor]) -> list[Tensor]:
             (divided by 255). A single ``[3, H, W]`` tensor is taken as one image; 1-channel images are repeated.
 
     Raises:
-        TypeError / ValueError: naming the offending image and its shape or dtype.
+        TypeError / ValueError: naming the offending image and its shape or dtype, or float values outside [0, 1]
+            (e.g. 0..255 floats: the message says to pass ``x / 255``).
     """
     if isinstance(images, Tensor):
         if images.dim() == 3:
@@ -87,6 +90,7 @@ def as_image_list(images: Tensor | Sequence[Tensor]) -> list[Tensor]:
         if img.shape[0] == 1:
             img = img.expand(3, -1, -1)
         out.append(img)
+    check_unit_range(out)  # one host read for the whole list
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +18,7 @@ from vision.engine.task import Task, register_task
 from vision.tasks._data import registered_split, split_datasets
 from vision.tasks.classification.infer import CLASSIFICATION_KEYS, infer_classification
 from vision.tasks.classification.metrics import classification_metrics
+from vision.utils.keys import ArgumentError, check_section, number
 
 __all__ = ["ClassificationTask"]
 
@@ -40,6 +42,12 @@ class ClassificationTask(Task):
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
         "augment": {"name": "classification_train", "scale": [0.5, 1.0], "hflip": 0.5, "color_jitter": 0.3},
+        "head_init_std": 0.01,  # fine-tuning (pretrained weights=, new head): the head starts this small
+    }
+    schema: ClassVar[dict[str, Any]] = {
+        "val_fraction": number(0.0, 0.99),
+        "label_smoothing": number(0.0, 0.99),
+        "head_init_std": number(0.0, lo_open=True),
     }
 
     def __init__(self, args: dict[str, Any]) -> None:
@@ -53,6 +61,11 @@ class ClassificationTask(Task):
         size = int(self.args["imgsz"])
         aug = dict(self.args.get("augment") or {})
         name = aug.pop("name", "classification_train")
+        from vision.data.transforms import list_transforms, transform_arguments
+
+        if name not in list_transforms():
+            raise ArgumentError(f"augment.name={name} is not a transform recipe; valid: {', '.join(list_transforms())}")
+        check_section("augment", aug, ["name", *transform_arguments(name)], reserved=("size", "mean", "std"))
         common = {"mean": tuple(self.args["mean"]), "std": tuple(self.args["std"])}
         train = build_transform(name, size=size, **common, **aug)
         val = build_transform("classification_eval", size=size, crop_pct=1.0, **common)
@@ -99,6 +112,15 @@ class ClassificationTask(Task):
             self.args["model"], weights=weights, num_classes=len(self.classes), **dict(self.args["model_kwargs"])
         )
         model.categories = list(self.classes)
+        head = tuple(getattr(model, "new_head_prefixes", ()) or ())
+        if head:  # pretrained body, new head: start the head small (initial loss near log(classes))
+            std = float(self.args.get("head_init_std", 0.01))
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if any(name.startswith(h + ".") or name == h for h in head):
+                        nn.init.normal_(p, std=std) if p.ndim > 1 else nn.init.zeros_(p)
+            if int(os.environ.get("RANK", "0")) == 0:
+                print(f"fine-tuning: new head {', '.join(head)} initialised with std {std:g}", flush=True)
         return model
 
     def prepare_batch(self, batch: Any, device: torch.device, *, train: bool) -> Any:

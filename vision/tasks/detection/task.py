@@ -56,6 +56,7 @@ from vision.tasks._data import registered_split
 from vision.tasks.detection.data import SYNTHETIC_KEYS, load_data_spec
 from vision.tasks.detection.infer import DETECTION_KEYS, infer_detection
 from vision.tasks.detection.plots import plot_pr_curves
+from vision.utils.keys import ArgumentError, auto_or_flag, check_section, integer, number
 
 __all__ = ["DetectionTask"]
 
@@ -91,6 +92,16 @@ class DetectionTask(Task):
         "sample_conf": 0.3,
         "coco_summary": False,
     }
+    schema: ClassVar[dict[str, Any]] = {
+        "close_mosaic": integer(0),
+        "masks": auto_or_flag(),
+        "val_samples": integer(0),
+        "sample_conf": number(0.0, 1.0),
+        "synthetic.train": integer(1),
+        "synthetic.val": integer(0),
+        "synthetic.size": integer(16),
+        "synthetic.max_objects": integer(1),
+    }
 
     def __init__(self, args: dict[str, Any]) -> None:
         super().__init__(args)
@@ -122,7 +133,18 @@ class DetectionTask(Task):
         aug = dict(self.args.get("augment") or {})
         name = str(aug.pop("name", "detection_train"))
         if name not in ("detection_train", "gpu", "none"):
-            raise ValueError(f"augment.name must be detection_train, gpu or none, got {name!r}")
+            raise ArgumentError(f"augment.name={name} is not allowed: it must be detection_train, gpu or none")
+        if name == "gpu":
+            import inspect
+
+            from vision.data import GpuAugment
+
+            accepted = list(inspect.signature(GpuAugment).parameters)
+        else:
+            from vision.data.transforms import transform_arguments
+
+            accepted = transform_arguments("detection_train") if name == "detection_train" else []
+        check_section("augment", aug, ["name", *accepted], reserved=("size",))
         return name, aug
 
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:

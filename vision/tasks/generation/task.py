@@ -44,6 +44,7 @@ from vision.engine.distributed import all_gather_objects
 from vision.engine.task import Task, register_task
 from vision.tasks.generation.data import REF_MAX, FlatFolder, ImageTensors, RepeatDataset, ResizeCrop, stack_images
 from vision.tasks.generation.infer import GENERATION_KEYS, infer_generation, rank_world
+from vision.utils.keys import integer, number
 
 __all__ = ["GenerationTask", "sample_kwargs"]
 
@@ -87,6 +88,17 @@ class GenerationTask(Task):
         "eval_batch": 500,
         "eval_seed": 0,
         "fid": False,
+    }
+    schema: ClassVar[dict[str, Any]] = {
+        "val_fraction": number(0.0, 0.99),
+        "channels": integer(0),
+        "repeat": integer(1),
+        "hflip": number(0.0, 1.0),
+        "sample_every": integer(0),
+        "sample_grid": integer(1),
+        "eval_samples": integer(0),
+        "eval_steps": integer(1),
+        "eval_batch": integer(1),
     }
 
     def __init__(self, args: dict[str, Any]) -> None:
@@ -176,6 +188,22 @@ class GenerationTask(Task):
         if device.type == "cuda" and self.args.get("channels_last", "auto") in ("auto", True):
             x = x.contiguous(memory_format=torch.channels_last)
         return {"images": x, "labels": labels.to(device, non_blocking=True).long()}
+
+    def preflight(self) -> None:
+        """``fid=true``: the FID Inception weights must be at hand (cached, or downloaded and verified now), not only
+        after the first epoch."""
+        if not self.args.get("fid"):
+            return
+        from vision.hub.download import DownloadError, download
+        from vision.tasks.generation.networks import FID_WEIGHTS_SHA256, FID_WEIGHTS_URL
+
+        try:
+            download(FID_WEIGHTS_URL, sha256=FID_WEIGHTS_SHA256)
+        except DownloadError as err:
+            raise FileNotFoundError(
+                f"fid=true needs the FID Inception weights ({FID_WEIGHTS_URL}), which are not available: {err}. "
+                "Put the file into the cache, or train with fid=false"
+            ) from None
 
     # ------------------------------------------------------------------------------------------------ evaluation
     def _get_evaluator(self, device: torch.device) -> Any:

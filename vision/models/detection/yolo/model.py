@@ -172,7 +172,7 @@ class YOLO(nn.Module):
     # ------------------------------------------------------------------------------------------------- training
     def loss(self, images: Tensor | Sequence[Tensor], targets: Targets) -> dict[str, Tensor]:
         """Training losses ``{"box", "cls", "dfl"}`` (see the class docstring for the input contract)."""
-        x = pad_to_stride(as_float_images(images), stride=self.size_divisibility)
+        x = pad_to_stride(as_float_images(images, check_range=False), stride=self.size_divisibility)
         gt = self._padded_targets(targets, x.shape[0], x.device)
         box_logits, cls_logits, shapes = self.forward_raw(x)
         points, strides = self.anchors(shapes, x.device)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vision.models.detection.common import as_image_list
+from vision.ops.image_range import check_unit_range
 from vision.ops.letterbox import letterbox_info, scaled_size, unletterbox
 
 __all__ = [
@@ -36,7 +37,7 @@ __all__ = [
 FILL = 114 / 255
 
 
-def as_float_images(images: Tensor | Sequence[Tensor]) -> list[Tensor] | Tensor:
+def as_float_images(images: Tensor | Sequence[Tensor], *, check_range: bool = True) -> list[Tensor] | Tensor:
     """Validate YOLO input and return it as float32 in [0, 1], keeping its form.
 
     Args:
@@ -45,12 +46,15 @@ def as_float_images(images: Tensor | Sequence[Tensor]) -> list[Tensor] | Tensor:
             :func:`~vision.models.detection.common.as_image_list`). ``uint8`` is divided by 255; other floating dtypes
             (float64, float16 ...) are cast to float32.
 
+        check_range: refuse float values outside [0, 1] (one host read per batch). ``False`` skips it for a CUDA
+            batch tensor (the training loss: data from the pipeline, no synchronisation in the hot loop).
+
     Returns:
         ``[B, 3, H, W]`` float32 for a tensor, a list of float32 ``[3, H_i, W_i]`` for a list.
 
     Raises:
         TypeError / ValueError: naming the offending image: wrong shape, non-float dtype, empty list, ``H`` or ``W``
-            of 0.
+            of 0, float values outside [0, 1] (0..255 floats: the message says to pass ``x / 255``).
     """
     if isinstance(images, Tensor):
         batch = images[None] if images.dim() == 3 else images
@@ -64,6 +68,8 @@ def as_float_images(images: Tensor | Sequence[Tensor]) -> list[Tensor] | Tensor:
             return batch.float() / 255
         if not batch.is_floating_point():
             raise TypeError(f"images must be float in [0, 1] or uint8, got {batch.dtype}")
+        if check_range or batch.device.type == "cpu":  # one host read per batch; free on the CPU
+            check_unit_range(batch)
         return batch.float()
     out = as_image_list(images)
     if not out:
