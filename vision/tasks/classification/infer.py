@@ -9,15 +9,17 @@ from typing import Any
 import torch
 
 from vision._loader import load_model
+from vision.tasks._explain import EXPLAIN_KEYS, write_explanation
 from vision.utils import increment_dir, pick_device
 
 __all__ = ["CLASSIFICATION_KEYS", "infer_classification"]
 
-CLASSIFICATION_KEYS: dict[str, Any] = {"topk": 5}
+CLASSIFICATION_KEYS: dict[str, Any] = {"topk": 5, **EXPLAIN_KEYS}
 
 
 def infer_classification(args: dict[str, Any]) -> Path:
-    """Top-k classes for each image; prints them and writes ``predictions.json``."""
+    """Top-k classes for each image; prints them and writes ``predictions.json`` (with ``explain=``, also a heat map
+    ``<stem>_<method>.png`` per image: :mod:`vision.tasks._explain`)."""
     from vision.io import expand_source, read_image
 
     device = pick_device(args["device"])
@@ -30,7 +32,11 @@ def infer_classification(args: dict[str, Any]) -> Path:
     for start in range(0, len(files), batch):
         chunk = files[start : start + batch]
         x = torch.stack([transform(read_image(f)) for f in chunk]).to(device)
-        for path, top in zip(chunk, model.predict(x, topk=int(args["topk"]))):
+        for j, (path, top) in enumerate(zip(chunk, model.predict(x, topk=int(args["topk"])))):
+            if args.get("explain"):
+                method = args["explain"]
+                write_explanation(model, read_image(path), out_dir / f"{path.stem}_{method}.png", args,
+                                  model_input=x[j : j + 1])  # fmt: skip
             results.append(
                 {"file": str(path), "top": [{"label": i, "name": n, "prob": round(p, 6)} for i, n, p in top]}
             )
