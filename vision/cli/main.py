@@ -7,6 +7,7 @@ Subcommands::
     vision plugins                                                  installed plugins and their status
     vision train key=value ...                                      same as tools/train.py
     vision infer key=value ...                                      same as tools/infer.py
+    vision prune weights=... ratio=0.5 [method=l1|taylor] [data=... epochs=N]   structured pruning + report
 """
 
 from __future__ import annotations
@@ -109,6 +110,10 @@ def _cmd_plugins(ns: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vision`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "prune":
+        from vision.cli.prune import main as prune_main
+
+        return prune_main(argv[1:])
     if argv and argv[0] in ("train", "infer"):
         if argv[0] == "train":
             from vision.cli.train import main as train_main
@@ -133,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_plugins.set_defaults(func=_cmd_plugins)
     sub.add_parser("train", help="train (same as tools/train.py key=value ...)")
     sub.add_parser("infer", help="infer (same as tools/infer.py key=value ...)")
+    sub.add_parser("prune", help="prune channels, fine-tune, report (vision prune help)")
     ns = parser.parse_args(argv)
     try:
         return int(ns.func(ns))

@@ -8,7 +8,8 @@ Usage::
 Keys (besides the common ones): ``conf`` (score threshold), ``iou`` (NMS IoU threshold; default: the model's),
 ``max_det`` (detections per image; default: the model's), ``classes`` (keep only these classes: names or data-set
 label indices, e.g. ``classes=[0,2]`` or ``classes=RBC,WBC``), ``line_width`` (box outline in pixels),
-``save_json``.
+``save_json``, ``explain`` (``gradcam`` or ``eigencam``: a heat map ``<stem>_<method>.png`` beside each annotated
+image) and ``explain_class``.
 
 Outputs in ``<project>/detection/<name>``: each image annotated (boxes, class names, scores, masks) under its own
 name; each video as ``<stem>.mp4`` (OpenCV ``VideoCapture`` -> ``VideoWriter``, mp4v, the source's frame rate);
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from vision._loader import load_model
+from vision.tasks._explain import EXPLAIN_KEYS, write_explanation
 from vision.models.detection.common import Detections, filter_detections, label_offset, to_dataset_detections
 from vision.utils.files import save_json
 
@@ -41,6 +43,7 @@ DETECTION_KEYS: dict[str, Any] = {
     "classes": None,
     "line_width": 2,
     "save_json": True,
+    **EXPLAIN_KEYS,
 }
 
 
@@ -221,6 +224,8 @@ def infer_detection(args: dict[str, Any]) -> Path:
         for f, img, det in zip(chunk, imgs, runner(imgs)):
             suffix = f.suffix.lower() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".png"
             write_image(out_dir / f"{f.stem}{suffix}", runner.draw(img, det))
+            if args.get("explain"):  # a heat map beside the annotated image (vision.tasks._explain)
+                write_explanation(model, img, out_dir / f"{f.stem}_{args['explain']}.png", args)
             records = _records(det, runner.names)
             image_id = len(images_meta) + 1
             images_meta.append({"id": image_id, "file_name": str(f), "height": int(img.shape[1]),
