@@ -24,7 +24,7 @@ def test_gradcam_peak_lies_on_the_cat():
     image = torch.from_numpy(skimage.data.chelsea()).permute(2, 0, 1).contiguous()
     x = model.eval_transforms()(image)[None]
     heat = explain_map(model, x, method="gradcam")[0]
-    assert heat.shape == x.shape[-2:] and 0.0 <= heat.min() and heat.max() <= 1.0
+    assert heat.shape == x.shape[-2:] and heat.min() >= 0.0 and heat.max() <= 1.0
     x0, y0, x1, y1 = _crop_box(image.shape[1], image.shape[2], model.card.preprocess)
     row, col = np.unravel_index(int(heat.argmax()), heat.shape)
     px, py = x0 + (col + 0.5) * (x1 - x0) / heat.shape[1], y0 + (row + 0.5) * (y1 - y0) / heat.shape[0]

@@ -30,8 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from vision._loader import load_model
-from vision.tasks._explain import EXPLAIN_KEYS, write_explanation
 from vision.models.detection.common import Detections, filter_detections, label_offset, to_dataset_detections
+from vision.tasks._explain import EXPLAIN_KEYS, write_explanation
 from vision.utils.files import save_json
 
 __all__ = ["DETECTION_KEYS", "infer_detection", "resolve_classes"]
