@@ -307,10 +307,14 @@ def _report(rows: list[tuple[str, dict[str, float], float | None]], metric: str)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vision prune``."""
+    import importlib.util
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in argv):
         print(__doc__)
         return 0
+    if importlib.util.find_spec("torch_pruning") is None:
+        fail("vision prune needs torch-pruning: pip install 'vision-zoo[compress]'")
     try:
         return _run(argv)
     except (ArgumentError, OSError, ValueError, KeyError, RuntimeError) as err:

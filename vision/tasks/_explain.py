@@ -84,9 +84,11 @@ def explain_map(model: nn.Module, x: Tensor, *, method: str = "gradcam", target_
     Returns:
         float32 ``[B, H, W]`` in [0, 1], at the input's resolution.
     """
-    from pytorch_grad_cam import EigenCAM, GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
+    try:
+        from pytorch_grad_cam import EigenCAM, GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError:
+        raise RuntimeError("explain= needs pytorch-grad-cam: pip install 'vision-zoo[compress]'") from None
     if method not in METHODS:
         raise ValueError(f"explain={method!r} is not one of {', '.join(METHODS)}")
     was_training = model.training
