@@ -376,7 +376,8 @@ def _run(argv: list[str]) -> int:
     )
     epochs = [a for a in train_argv if a.startswith("epochs=")]
     if evaluator.task is not None and epochs and int(epochs[-1].split("=", 1)[1]) > 0:
-        run = _fine_tune(pruned, train_argv, task_name, model_name, meta, f"{out.name}_ft")
+        tune_argv = [*train_argv, f"project={args['project']}"]
+        run = _fine_tune(pruned, tune_argv, task_name, model_name, meta, f"{out.name}_ft")
         tuned = vision.load_model(run)
         rows.append(("pruned + fine-tuned", compression_stats(tuned, example, runs=runs), evaluator(tuned)))
     metric = evaluator.task.main_metric if evaluator.task is not None else "metric"
