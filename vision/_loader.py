@@ -11,6 +11,10 @@ What ``weights`` may be, and what the model gets:
   classifier has another size than the architecture's default builds the model with the file's class count (never a
   random head); a file with the default head size but no names takes the default card's names and says so;
 - a weight tag (``tv2_in1k``) or ``None`` with ``model=``: as :func:`vision.create_model`.
+
+A file written by ``vision prune`` (metadata ``pruned``) holds fewer channels than the architecture: the model is
+built as usual, then every Conv2d (groups included), BatchNorm and Linear is reshaped to the stored shapes before the
+weights load. Feature adapters trained for distillation (``distill_adapters.*``) are dropped.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from vision.hub.cards import Preprocess, WeightsCard
 from vision.hub.metadata import read_safetensors_metadata
 from vision.registry import resolve_entry
 
-__all__ = ["find_trained_file", "load_model"]
+__all__ = ["find_trained_file", "load_model", "reshape_to_state"]
 
 _WEIGHT_NAMES = ("best.safetensors", "last.safetensors")
 
@@ -83,6 +87,43 @@ def _card_from_metadata(net: nn.Module, meta: dict[str, Any], classes: list[str]
     )
 
 
+def reshape_to_state(net: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Give ``net`` the parameter and buffer shapes of ``state`` (a structurally pruned copy of ``net``'s state dict).
+
+    Every module whose own tensors differ in shape gets uninitialised tensors of the stored shapes, and Conv*d
+    (``in_channels``, ``out_channels``, ``groups``: a depthwise convolution stays depthwise), BatchNorm
+    (``num_features``) and Linear (``in_features``, ``out_features``) their attributes updated. Returns ``net``.
+    """
+    for name, module in net.named_modules():
+        prefix = f"{name}." if name else ""
+        changed = False
+        for table in (module._parameters, module._buffers):
+            for key, value in list(table.items()):
+                stored = state.get(prefix + key)
+                if value is None or stored is None or stored.shape == value.shape:
+                    continue
+                fresh = torch.empty(stored.shape, dtype=value.dtype, device=value.device)
+                table[key] = (
+                    nn.Parameter(fresh, requires_grad=value.requires_grad) if key in module._parameters else fresh
+                )
+                changed = True
+        if not changed:
+            continue
+        if isinstance(module, nn.modules.conv._ConvNd):
+            out_c, per_group = int(module.weight.shape[0]), int(module.weight.shape[1])
+            if module.groups > 1 and module.groups == module.in_channels:  # depthwise: one group per input channel
+                multiplier = module.out_channels // module.groups
+                module.groups = out_c // multiplier
+            module.in_channels, module.out_channels = per_group * module.groups, out_c
+        elif isinstance(module, nn.modules.batchnorm._NormBase):
+            module.num_features = int(
+                module.weight.shape[0] if module.weight is not None else module.running_mean.shape[0]
+            )
+        elif isinstance(module, nn.Linear):
+            module.out_features, module.in_features = (int(d) for d in module.weight.shape)
+    return net
+
+
 def _load_trained(path: Path, meta: dict[str, Any], run: Path | None, model: str | None) -> nn.Module:
     from vision.hub.download import load_state_dict_file
     from vision.models.detection.common import label_offset
@@ -97,7 +138,9 @@ def _load_trained(path: Path, meta: dict[str, Any], run: Path | None, model: str
     if classes:
         kwargs["num_classes"] = len(classes) + offset
     net = create_model(str(name), **kwargs)
-    state = load_state_dict_file(path)
+    state = {k: v for k, v in load_state_dict_file(path).items() if not k.startswith("distill_adapters.")}
+    if meta.get("pruned"):
+        reshape_to_state(net, state)
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RuntimeError(f"{path} does not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]}")

@@ -8,6 +8,7 @@ Subcommands::
     vision train key=value ...                                      same as tools/train.py
     vision infer key=value ...                                      same as tools/infer.py
     vision val key=value ...                                        same as tools/val.py
+    vision prune weights=... ratio=0.5 [method=l1|taylor] [data=... epochs=N]   structured pruning + report
 """
 
 from __future__ import annotations
@@ -129,6 +130,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
         from vision.cli.val import main as val_main
 
         return val_main(argv[1:])
+
+    if argv and argv[0] == "prune":
+        from vision.cli.prune import main as prune_main
+
+        return prune_main(argv[1:])
     if argv and argv[0] in ("train", "infer"):
         if argv[0] == "train":
             from vision.cli.train import main as train_main
@@ -154,6 +160,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("train", help="train (same as tools/train.py key=value ...)")
     sub.add_parser("infer", help="infer (same as tools/infer.py key=value ...)")
     sub.add_parser("val", help="evaluate without training (same as tools/val.py key=value ...)")
+    sub.add_parser("prune", help="prune channels, fine-tune, report (vision prune help)")
     ns = parser.parse_args(argv)
     from vision.cli.common import USER_ERRORS, fail, user_message
 

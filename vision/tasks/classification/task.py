@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from vision.engine.distributed import all_gather_objects
 from vision.engine.task import Task, register_task
 from vision.tasks._data import registered_split, split_datasets
+from vision.tasks._distill import DISTILL_KEYS
 from vision.tasks.classification.infer import CLASSIFICATION_KEYS, infer_classification
 from vision.tasks.classification.metrics import classification_metrics
 from vision.utils.keys import ArgumentError, check_section, number
@@ -29,6 +30,9 @@ class ClassificationTask(Task):
 
     ``data``: ``digits`` (scikit-learn's handwritten digits, built in) or a folder: either with ``train/`` and
     ``val/`` class folders, or a single ImageFolder split deterministically by ``val_fraction``.
+
+    ``teacher=`` (a run, a weights file, ``NAME.TAG`` or a name) trains the model as a student by knowledge
+    distillation (``distill.alpha``, ``distill.temperature``; :mod:`vision.tasks.classification.distill`).
     """
 
     name: ClassVar[str] = "classification"
@@ -43,6 +47,8 @@ class ClassificationTask(Task):
         "std": [0.229, 0.224, 0.225],
         "augment": {"name": "classification_train", "scale": [0.5, 1.0], "hflip": 0.5, "color_jitter": 0.3},
         "head_init_std": 0.01,  # fine-tuning (pretrained weights=, new head): the head starts this small
+        "teacher": "",
+        "distill": dict(DISTILL_KEYS),
     }
     schema: ClassVar[dict[str, Any]] = {
         "val_fraction": number(0.0, 0.99),
@@ -53,6 +59,7 @@ class ClassificationTask(Task):
     def __init__(self, args: dict[str, Any]) -> None:
         super().__init__(args)
         self.classes: list[str] = []
+        self.distiller: Any = None
 
     # ------------------------------------------------------------------------------------------------------ data
     def _transforms(self) -> tuple[Any, Any]:
@@ -121,11 +128,20 @@ class ClassificationTask(Task):
                         nn.init.normal_(p, std=std) if p.ndim > 1 else nn.init.zeros_(p)
             if int(os.environ.get("RANK", "0")) == 0:
                 print(f"fine-tuning: new head {', '.join(head)} initialised with std {std:g}", flush=True)
+        if self.args.get("teacher"):  # loaded before training starts: a bad teacher fails early
+            from vision.tasks.classification.distill import ClassifierDistiller
+
+            self.distiller = ClassifierDistiller.from_args(self.args)
         return model
 
     def prepare_batch(self, batch: Any, device: torch.device, *, train: bool) -> Any:
         images, labels = batch
         return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+    def compute_loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        if self.distiller is not None:
+            return self.distiller.loss(model, batch)
+        return model.loss(batch)
 
     # ------------------------------------------------------------------------------------------------------ eval
     @torch.no_grad()
@@ -169,6 +185,7 @@ class ClassificationTask(Task):
                 "std": list(self.args["std"]),
                 "crop": True,
             },
+            **({"teacher": str(self.args["teacher"])} if self.args.get("teacher") else {}),
         }
 
     def on_epoch_end(self, run_dir: Path, epoch: int, metrics: Mapping[str, Any], model: nn.Module) -> None:

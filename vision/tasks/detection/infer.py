@@ -8,7 +8,8 @@ Usage::
 Keys (besides the common ones): ``conf`` (score threshold), ``iou`` (NMS IoU threshold; default: the model's),
 ``max_det`` (detections per image; default: the model's), ``classes`` (keep only these classes: names or data-set
 label indices, e.g. ``classes=[0,2]`` or ``classes=RBC,WBC``), ``line_width`` (box outline in pixels),
-``save_json``.
+``save_json``, ``explain`` (``gradcam`` or ``eigencam``: a heat map ``<stem>_<method>.png`` beside each annotated
+image) and ``explain_class``.
 
 Outputs in ``<project>/detection/<name>``: each image annotated (boxes, class names, scores, masks) under its own
 name; each video as ``<stem>.mp4`` (OpenCV ``VideoCapture`` -> ``VideoWriter``, mp4v, the source's frame rate);
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from vision._loader import load_model
 from vision.models.detection.common import filter_detections, label_offset, to_dataset_detections
 from vision.results import Results
+from vision.tasks._explain import EXPLAIN_KEYS, write_explanation
 from vision.utils.files import save_json
 
 __all__ = ["DETECTION_KEYS", "infer_detection", "resolve_classes"]
@@ -42,6 +44,7 @@ DETECTION_KEYS: dict[str, Any] = {
     "classes": None,
     "line_width": 2,
     "save_json": True,
+    **EXPLAIN_KEYS,
 }
 
 
@@ -198,6 +201,8 @@ def infer_detection(args: dict[str, Any]) -> Path:
             suffix = f.suffix.lower() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".png"
             result.save(out_dir / f"{f.stem}{suffix}", line_width=runner.line_width)
             records = result.to_dict()["detections"]
+            if args.get("explain"):  # a heat map beside the annotated image (vision.tasks._explain)
+                write_explanation(model, img, out_dir / f"{f.stem}_{args['explain']}.png", args)
             image_id = len(images_meta) + 1
             images_meta.append({"id": image_id, "file_name": str(f), "height": int(img.shape[1]),
                                 "width": int(img.shape[2])})  # fmt: skip

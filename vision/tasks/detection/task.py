@@ -29,6 +29,10 @@ run folder ``coco_eval.txt`` (COCOeval's own printed summary; ``coco_summary=tru
 ``predictions_bbox.json`` (COCO results format; ``predictions_segm.json`` with masks), ``pr_curve.png`` and
 ``val_predictions.png``; ``vision val`` writes the same files.
 
+Distillation: ``teacher=`` (a run, a weights file, ``NAME.TAG``) trains a YOLO student from a YOLO teacher of any
+backbone and width (``distill.alpha``, ``distill.temperature``, ``distill.features``;
+:mod:`vision.tasks.detection.distill`).
+
 Example:
     >>> python tools/train.py task=detection model=faster_rcnn model_kwargs.backbone=resnet18 data=synthetic epochs=5
 """
@@ -53,6 +57,7 @@ from vision.models.detection.common import (
     to_model_targets,
 )
 from vision.tasks._data import registered_split
+from vision.tasks._distill import DISTILL_KEYS
 from vision.tasks.detection.data import SYNTHETIC_KEYS, load_data_spec
 from vision.tasks.detection.infer import DETECTION_KEYS, infer_detection
 from vision.tasks.detection.plots import plot_pr_curves
@@ -91,6 +96,8 @@ class DetectionTask(Task):
         "val_samples": 8,
         "sample_conf": 0.3,
         "coco_summary": False,
+        "teacher": "",
+        "distill": dict(DISTILL_KEYS),
     }
     schema: ClassVar[dict[str, Any]] = {
         "close_mosaic": integer(0),
@@ -114,6 +121,7 @@ class DetectionTask(Task):
         self._gpu_aug_closed: nn.Module | None = None
         self._epoch = 0
         self._mosaic_off = False
+        self.distiller: Any = None
 
     # ------------------------------------------------------------------------------------------------------ data
     @property
@@ -198,6 +206,11 @@ class DetectionTask(Task):
         )
         model.categories = list(self.classes)
         self.model = model
+        if self.args.get("teacher"):  # loaded before training starts: a bad teacher fails early
+            from vision.tasks.detection.distill import YoloDistiller
+
+            self.distiller = YoloDistiller.from_args(self.args)
+            self.distiller.attach(model)
         return model
 
     def _generator(self, device: torch.device, targets: Sequence[Mapping[str, Any]]) -> torch.Generator:
@@ -239,9 +252,13 @@ class DetectionTask(Task):
             padded = {k: targets[k] for k in ("boxes", "labels", "valid")}
             if offset:
                 padded["labels"] = padded["labels"] + offset
+            if self.distiller is not None:
+                return self.distiller.loss(inner, images, padded)
             return model.loss(images, padded)
         if not getattr(inner, "has_masks", False):
             targets = [{k: v for k, v in t.items() if k != "masks"} for t in targets]
+        if self.distiller is not None:
+            return self.distiller.loss(inner, images, to_model_targets(targets, label_offset(inner)))
         return model.loss(images, to_model_targets(targets, label_offset(inner)))
 
     def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
@@ -295,6 +312,8 @@ class DetectionTask(Task):
     # ------------------------------------------------------------------------------------------------------ outputs
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"classes": self.classes, "label_offset": self.offset, "imgsz": int(self.args["imgsz"])}
+        if self.args.get("teacher"):
+            meta["teacher"] = str(self.args["teacher"])
         rebuild = getattr(self.model, "rebuild_kwargs", None)
         if rebuild:  # rebuilds the architecture without downloading backbone weights again
             meta["model_kwargs"] = dict(rebuild)

@@ -1,0 +1,387 @@
+"""``vision prune``: structured channel pruning of classifiers and YOLO detectors, optional fine-tuning, and a
+compression report.
+
+Usage::
+
+    vision prune model=efficientnet_lite0 weights=lukemelas_in1k ratio=0.5
+    vision prune weights=runs/detection/train ratio=0.5 method=taylor recipe=yolo_n_synthetic epochs=5
+
+Keys: ``weights`` (a run, a file written by training, a tag or a weights file with ``model=``), ``model``, ``ratio``
+(fraction of the channels removed from every prunable layer, in (0, 1)), ``method`` (``l1``: L1 norm of the filters;
+``taylor``: first-order Taylor importance, needs ``data=``), ``imgsz`` (the example input; default: the model's),
+``latency_runs`` (timed batch-1 CPU forwards per variant), ``calibration_batches`` (batches whose gradients feed
+``taylor``), ``project``, ``name``. Every other key (``recipe``, ``data``, ``epochs``, ``lr``, ``batch``, ``device``
+...) is a ``tools/train.py`` key: with ``data=`` (or a recipe naming it) the variants are evaluated on its validation
+split, and with ``epochs=N`` > 0 given the pruned model is fine-tuned by the normal trainer.
+
+The channel bookkeeping is torch-pruning's dependency graph (https://github.com/VainF/Torch-Pruning): every layer
+coupled to a pruned channel (BatchNorm, the next convolution, residual additions, concatenations, depthwise
+convolutions) is pruned with it. The classifier's output layer and YOLO's prediction convolutions keep their widths;
+in C2f blocks the channel slicing is not traced by the graph, so their inner widths (``expand`` and the bottleneck
+chain) are kept and their outputs pruned.
+
+Outputs in ``<project>/<task>/<name>``: ``weights/best.safetensors`` (metadata ``pruned``: :func:`vision.load_model`
+rebuilds the pruned shapes, so ``tools/infer.py`` takes the folder), ``args.yaml``, ``report.json``; a fine-tuned
+model is its own training run (``<name>_ft``). The report lists params, GFLOPs (2 x multiply-accumulates at the example
+input), CPU latency at batch 1 (median) and the validation metric of each variant next to the base model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vision.cli.common import fail
+from vision.utils.keys import ArgumentError, parse_overrides
+
+__all__ = ["PRUNE_KEYS", "compression_stats", "main", "prune_model"]
+
+PRUNE_KEYS: dict[str, Any] = {
+    "weights": "",
+    "model": "",
+    "ratio": 0.5,
+    "method": "l1",
+    "imgsz": 0,
+    "latency_runs": 20,
+    "calibration_batches": 4,
+    "project": "runs",
+    "name": "prune",
+}
+
+
+def _is_yolo(model: nn.Module) -> bool:
+    return all(hasattr(model, a) for a in ("forward_raw", "head", "neck", "backbone"))
+
+
+def _forward_fn(model: nn.Module) -> Any:
+    """What torch-pruning traces: YOLO's raw head outputs, a classifier's logits."""
+    if _is_yolo(model):
+        return lambda m, x: m.forward_raw(x)[:2]
+    return None
+
+
+class _RawOutputs(nn.Module):
+    """YOLO's network without decoding and NMS (what is counted and timed)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.forward_raw(x)[:2]
+
+
+def _ignored_layers(model: nn.Module) -> list[nn.Module]:
+    """Layers whose output channels are kept: the classifier's output, YOLO's prediction convolutions, and the C2f
+    internals whose slicing the graph does not trace."""
+    if _is_yolo(model):
+        from vision.backbones.csp_darknet import C2f
+
+        ignored: list[nn.Module] = [b[-1] for b in model.head.box] + [c[-1] for c in model.head.cls]
+        for m in model.modules():
+            if isinstance(m, C2f):
+                ignored += [m.expand, m.chain]
+        return ignored
+    num_classes = int(getattr(model, "num_classes", 0) or 0)
+    return [
+        m
+        for m in model.modules()
+        if (isinstance(m, nn.Linear) and m.out_features == num_classes)
+        or (isinstance(m, nn.Conv2d) and m.out_channels == num_classes)
+    ]
+
+
+def prune_model(
+    model: nn.Module,
+    example: torch.Tensor,
+    *,
+    ratio: float,
+    method: str = "l1",
+    loss_fn: Any = None,
+) -> nn.Module:
+    """Prune ``ratio`` of the channels of every prunable layer of ``model`` in place (torch-pruning dependency graph).
+
+    Args:
+        model: a classifier (``[B, 3, H, W] -> [B, K]``) or a YOLO detector.
+        example: an input ``[1, 3, H, W]`` for tracing.
+        ratio: fraction of channels removed, in (0, 1).
+        method: ``l1`` (filter L1 norm) or ``taylor`` (needs ``loss_fn``).
+        loss_fn: ``model -> scalar loss`` over calibration data (``taylor`` only); its gradients rank the channels.
+
+    Returns:
+        ``model``, with fewer channels; its class outputs and YOLO's prediction layers keep their shapes.
+    """
+    import torch_pruning as tp
+
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"ratio={ratio} must be in (0, 1)")
+    if method == "l1":
+        importance = tp.importance.MagnitudeImportance(p=1)
+    elif method == "taylor":
+        if loss_fn is None:
+            raise ValueError("method=taylor needs data= (its gradients rank the channels)")
+        importance = tp.importance.TaylorImportance()
+    else:
+        raise ValueError(f"method={method!r} is not one of l1, taylor")
+    model.eval()
+    pruner = tp.pruner.MetaPruner(
+        model,
+        example,
+        importance=importance,
+        pruning_ratio=float(ratio),
+        ignored_layers=_ignored_layers(model),
+        forward_fn=_forward_fn(model),
+    )
+    if method == "taylor":
+        model.zero_grad()
+        loss_fn(model).backward()
+    pruner.step()
+    model.zero_grad(set_to_none=True)
+    return model
+
+
+def compression_stats(model: nn.Module, example: torch.Tensor, *, runs: int = 20) -> dict[str, float]:
+    """``{"params", "gflops", "latency_ms"}`` of ``model`` on the CPU: parameters, GFLOPs (2 x multiply-accumulates of
+    one forward of ``example``) and the median latency of ``runs`` batch-1 forwards (after two warm-up calls)."""
+    import torch_pruning as tp
+
+    model = copy.deepcopy(model).cpu().eval()
+    example = example[:1].cpu()
+    call = _RawOutputs(model) if _is_yolo(model) else model
+    with torch.no_grad():
+        macs, params = tp.utils.count_ops_and_params(call, example)
+        times = []
+        for i in range(int(runs) + 2):
+            t0 = time.perf_counter()
+            call(example)
+            if i >= 2:
+                times.append(time.perf_counter() - t0)
+    return {
+        "params": float(params),
+        "gflops": 2.0 * float(macs) / 1e9,
+        "latency_ms": 1e3 * statistics.median(times) if times else float("nan"),
+    }
+
+
+def _example(model: nn.Module, imgsz: int) -> torch.Tensor:
+    if _is_yolo(model):
+        size = imgsz or int(model.imgsz)
+        size = -(-size // model.size_divisibility) * model.size_divisibility
+    else:
+        card = getattr(model, "card", None)
+        size = imgsz or (int(card.preprocess.input_size[0]) if card is not None else 224)
+    return torch.rand(1, 3, size, size)
+
+
+def _stored_kwargs(weights: str) -> dict[str, Any]:
+    from vision._loader import find_trained_file
+
+    found = find_trained_file(weights) if weights else None
+    if found is None:
+        return {}
+    meta = found[1]
+    return {k: meta[k] for k in ("model_kwargs", "label_offset", "imgsz", "teacher") if k in meta}
+
+
+def _metadata(model: nn.Module, name: str, task: str, stored: dict[str, Any], pruned: dict[str, Any]) -> dict:
+    from vision.models.detection.common import label_offset
+
+    meta: dict[str, Any] = {"model": name, "task": task, "model_kwargs": dict(stored.get("model_kwargs") or {})}
+    if getattr(model, "categories", None):
+        meta["classes"] = list(model.categories)
+        meta["label_offset"] = int(stored.get("label_offset", label_offset(model)))
+    elif getattr(model, "num_classes", None):
+        meta["model_kwargs"]["num_classes"] = int(model.num_classes)
+    card = getattr(model, "card", None)
+    if card is not None and task == "classification":
+        pre = card.preprocess
+        meta["preprocess"] = {"input_size": list(pre.input_size), "resize_size": pre.resize_size,
+                              "interpolation": pre.interpolation, "mean": list(pre.mean), "std": list(pre.std),
+                              "crop": pre.crop}  # fmt: skip
+    if "imgsz" in stored:
+        meta["imgsz"] = stored["imgsz"]
+    meta["pruned"] = pruned
+    return meta
+
+
+class _Evaluator:
+    """The validation metric of a variant on the run's data (``None`` without ``data=``)."""
+
+    def __init__(self, train_argv: list[str], task_name: str, model_name: str) -> None:
+        self.args: dict[str, Any] | None = None
+        self.task: Any = None
+        self.loader: Any = None
+        if not any(a.startswith(("data=", "recipe=")) for a in train_argv):
+            return
+        from torch.utils.data import DataLoader
+
+        from vision.engine.config import resolve_args
+        from vision.engine.task import get_task
+
+        argv = [f"task={task_name}", f"model={model_name}", *train_argv]
+        self.args = resolve_args(argv)
+        self.task = get_task(task_name)(self.args)
+        train, val = self.task.build_datasets()
+        self.train = train
+        if val is None:
+            raise ArgumentError(f"data={self.args['data']} has no validation split to evaluate the variants on")
+        collate = self.task.collate_fn()
+        self.loader = DataLoader(val, batch_size=int(self.args["batch"]), shuffle=False, collate_fn=collate)
+
+    def __call__(self, model: nn.Module) -> float | None:
+        if self.task is None:
+            return None
+        metrics = self.task.evaluate(
+            model.cpu().eval(), self.loader, torch.device("cpu"), autocast=contextlib.nullcontext
+        )
+        return float(metrics[self.task.main_metric])
+
+    def calibration_loss(self, batches: int) -> Any:
+        """``model -> loss`` summed over ``batches`` training batches (for Taylor importance)."""
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(
+            self.train, batch_size=int(self.args["batch"]), shuffle=True, collate_fn=self.task.collate_fn()
+        )
+
+        def loss_fn(model: nn.Module) -> torch.Tensor:
+            model.train()
+            total = torch.zeros(())
+            for i, batch in enumerate(loader):
+                if i >= batches:
+                    break
+                batch = self.task.prepare_batch(batch, torch.device("cpu"), train=False)
+                total = total + sum(self.task.compute_loss(model, batch).values())
+            model.eval()
+            return total
+
+        return loss_fn
+
+
+def _fine_tune(
+    pruned: nn.Module, train_argv: list[str], task_name: str, model_name: str, meta: dict, name: str
+) -> Path:
+    """Train the pruned model with the normal trainer; its weights carry the ``pruned`` metadata."""
+    from vision.engine.config import resolve_args
+    from vision.engine.trainer import Trainer
+
+    args = resolve_args([f"task={task_name}", f"model={model_name}", *train_argv, f"name={name}"])
+    trainer = Trainer(args)
+    task = trainer.task
+    base_metadata = task.metadata
+
+    def build_model() -> nn.Module:
+        pruned.categories = list(task.classes)
+        if hasattr(task, "model"):
+            task.model = pruned
+        return pruned
+
+    def metadata() -> dict[str, Any]:
+        return {**base_metadata(), "model_kwargs": meta["model_kwargs"], "pruned": meta["pruned"]}
+
+    task.build_model = build_model  # the pruned architecture, not a fresh one
+    task.metadata = metadata
+    return trainer.fit()
+
+
+def _report(rows: list[tuple[str, dict[str, float], float | None]], metric: str) -> str:
+    base = rows[0][1]
+    lines = [f"{'variant':<22} {'params (M)':>10} {'GFLOPs':>8} {'x fewer':>8} {'CPU ms (b=1)':>13} {metric:>8}"]
+    for label, s, value in rows:
+        shown = f"{value:.4f}" if value is not None else "-"
+        lines.append(
+            f"{label:<22} {s['params'] / 1e6:>10.3f} {s['gflops']:>8.3f} {base['gflops'] / s['gflops']:>8.2f} "
+            f"{s['latency_ms']:>13.2f} {shown:>8}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``vision prune``."""
+    import importlib.util
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(__doc__)
+        return 0
+    if importlib.util.find_spec("torch_pruning") is None:
+        fail("vision prune needs torch-pruning: pip install 'vision-zoo[compress]'")
+    try:
+        return _run(argv)
+    except (ArgumentError, OSError, ValueError, KeyError, RuntimeError) as err:
+        fail(str(err))
+    return 2
+
+
+def _run(argv: list[str]) -> int:
+    import vision
+    from vision.utils import increment_dir, save_yaml
+    from vision.utils.files import save_json
+
+    for arg in argv:
+        if "=" not in arg:
+            raise ArgumentError(f"argument {arg!r} is not of the form key=value")
+    own = [a for a in argv if a.split("=", 1)[0] in PRUNE_KEYS]
+    train_argv = [a for a in argv if a.split("=", 1)[0] not in PRUNE_KEYS or a.startswith("imgsz=")]
+    args = parse_overrides(own, PRUNE_KEYS)
+    if not args["weights"] and not args["model"]:
+        raise ArgumentError("weights= is required (a run, a file written by training, or a tag with model=)")
+    try:
+        ratio = float(args["ratio"])
+    except (TypeError, ValueError):
+        raise ArgumentError(f"ratio={args['ratio']!r} is not a number") from None
+    if not 0.0 < ratio < 1.0:
+        raise ArgumentError(f"ratio={ratio} must be a fraction of channels in (0, 1)")
+    if args["method"] not in ("l1", "taylor"):
+        raise ArgumentError(f"method={args['method']!r} is not one of l1, taylor")
+    base = vision.load_model(str(args["weights"]) or None, model=str(args["model"]) or None)
+    task_name = str(base.task)
+    if task_name == "detection" and not _is_yolo(base):
+        raise ArgumentError(f"{type(base).__name__}: vision prune takes classifiers and YOLO detectors")
+    if task_name not in ("classification", "detection"):
+        raise ArgumentError(f"vision prune takes classifiers and YOLO detectors, not task {task_name!r}")
+    stored = _stored_kwargs(str(args["weights"]))
+    from vision._loader import find_trained_file
+
+    found = find_trained_file(str(args["weights"])) if args["weights"] else None
+    model_name = str(args["model"] or (found[1].get("model") if found else "") or getattr(base, "name", ""))
+    example = _example(base, int(args["imgsz"] or 0))
+    evaluator = _Evaluator(train_argv, task_name, model_name)
+    if args["method"] == "taylor" and evaluator.task is None:
+        raise ArgumentError("method=taylor needs data= (or a recipe naming it): its gradients rank the channels")
+    loss_fn = evaluator.calibration_loss(int(args["calibration_batches"])) if args["method"] == "taylor" else None
+    pruned = prune_model(copy.deepcopy(base), example, ratio=ratio, method=str(args["method"]), loss_fn=loss_fn)
+    info = {"ratio": ratio, "method": str(args["method"]), "base": str(args["weights"] or args["model"])}
+    meta = _metadata(base, model_name, task_name, stored, info)
+    out = increment_dir(Path(args["project"]) / task_name, str(args["name"]))
+    from vision.engine.checkpoint import save_weights
+
+    (out / "weights").mkdir(parents=True, exist_ok=True)
+    save_weights(out / "weights" / "best.safetensors", pruned.state_dict(), meta)
+    save_yaml(out / "args.yaml", {**args, "model": model_name, "task": task_name, "train": train_argv})
+    runs = int(args["latency_runs"])
+    rows = [("base", compression_stats(base, example, runs=runs), evaluator(base))]
+    reloaded = vision.load_model(out)  # what users get: checks the stored shapes rebuild
+    rows.append(
+        (f"pruned {ratio:g} ({args['method']})", compression_stats(reloaded, example, runs=runs), evaluator(reloaded))
+    )
+    epochs = [a for a in train_argv if a.startswith("epochs=")]
+    if evaluator.task is not None and epochs and int(epochs[-1].split("=", 1)[1]) > 0:
+        tune_argv = [*train_argv, f"project={args['project']}"]
+        run = _fine_tune(pruned, tune_argv, task_name, model_name, meta, f"{out.name}_ft")
+        tuned = vision.load_model(run)
+        rows.append(("pruned + fine-tuned", compression_stats(tuned, example, runs=runs), evaluator(tuned)))
+    metric = evaluator.task.main_metric if evaluator.task is not None else "metric"
+    print(_report(rows, metric))
+    save_json(out / "report.json", [{"variant": label, **s, metric: value} for label, s, value in rows])
+    print(f"pruned model saved to {out}")
+    return 0

@@ -1,0 +1,66 @@
+"""What both distilling tasks share: the ``teacher=`` / ``distill.*`` keys and loading a frozen teacher.
+
+``teacher=`` may name a training run (or a file written by training), a plain weights file with
+``distill.teacher_model=ARCH``, a registry name with a weight tag (``resnet50.tv2_in1k``) or a registry name alone (its
+default pretrained weights). The teacher is loaded with :func:`vision.load_model`, put in eval mode and frozen
+(``requires_grad=False``); it is held by the task, outside the student, so it is neither optimised, nor saved, nor
+wrapped by DDP (every rank loads its own copy).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+__all__ = ["DISTILL_KEYS", "distill_options", "load_teacher"]
+
+#: ``distill.*`` keys (both tasks): KD weight, softening temperature, architecture of a plain teacher file, and the
+#: weight of the feature-imitation term (detection only; 0 switches the 1x1 adapters off)
+DISTILL_KEYS: dict[str, Any] = {"alpha": 0.5, "temperature": 4.0, "teacher_model": "", "features": 0.0}
+
+
+def distill_options(args: dict[str, Any]) -> dict[str, Any]:
+    """The checked ``distill.*`` options of a run: ``alpha`` in [0, 1], ``temperature`` > 0, ``features`` >= 0."""
+    opts = {**DISTILL_KEYS, **dict(args.get("distill") or {})}
+    alpha, temperature, features = float(opts["alpha"]), float(opts["temperature"]), float(opts["features"])
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"distill.alpha={alpha} must be in [0, 1]")
+    if temperature <= 0:
+        raise ValueError(f"distill.temperature={temperature} must be > 0")
+    if features < 0:
+        raise ValueError(f"distill.features={features} must be >= 0")
+    return {**opts, "alpha": alpha, "temperature": temperature, "features": features}
+
+
+def load_teacher(teacher: str, *, model: str = "") -> nn.Module:
+    """A frozen teacher in eval mode on the CPU (see the module docstring for what ``teacher`` may be).
+
+    Raises:
+        ValueError: ``teacher`` is neither a run, a weights file, nor a registry name (or has no pretrained weights).
+    """
+    from pathlib import Path
+
+    from vision._loader import find_trained_file, load_model
+    from vision.registry import UnknownNameError, resolve_entry, split_name
+
+    spec = str(teacher)
+    if find_trained_file(spec) is not None:
+        net = load_model(spec, model=model or None)
+    elif Path(spec).is_file() or model:
+        if not model:
+            raise ValueError(f"teacher={spec} is a plain weights file: give its architecture as distill.teacher_model=")
+        net = load_model(spec, model=model)
+    else:
+        arch, tag = split_name(spec)
+        try:
+            entry = resolve_entry(arch)
+        except UnknownNameError as err:
+            raise ValueError(f"teacher={spec!r} is neither a run, a weights file nor a model name ({err})") from None
+        tag = tag or entry.default_tag
+        if not tag:
+            raise ValueError(f"teacher={spec!r} has no pretrained weights; give a training run or NAME.TAG")
+        net = load_model(tag, model=arch)
+    net.eval()
+    net.requires_grad_(False)
+    return net
