@@ -29,6 +29,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -37,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from vision.backbones._base import levels_by_stride
-from vision.backbones.csp_darknet import SIZES, ConvBNAct  # importing it registers csp_darknet_n/s/m/l
+from vision.backbones.csp_darknet import SIZES  # importing it registers csp_darknet_n/s/m/l
 from vision.hub.cards import IMAGENET_MEAN, IMAGENET_STD, WeightsCard
 from vision.models.detection.common import Detections, check_targets, rebuild_kwargs
 from vision.models.detection.yolo.decode import decode_boxes, make_anchors
@@ -55,6 +57,7 @@ from vision.models.detection.yolo.postprocess import (
 from vision.necks.pafpn import PAFPN
 from vision.ops import multiclass_nms, pad_targets
 from vision.registry import MODELS
+from vision.utils.fusion import fuse_conv_bn
 
 __all__ = ["YOLO", "yolo", "yolo_l", "yolo_m", "yolo_n", "yolo_s"]
 
@@ -142,14 +145,36 @@ class YOLO(nn.Module):
         self._anchors: OrderedDict[Hashable, tuple[Tensor, Tensor]] = OrderedDict()
         self._graphs: OrderedDict[Hashable, GraphedCall] = OrderedDict()
         self._is_channels_last: bool | None = None  # memory format of the first convolution, read once
+        self._fused: tuple[tuple[tuple[int, int], ...], nn.Module] | None = None  # (weights' versions, folded copy)
 
     # ------------------------------------------------------------------------------------------------- network
-    def forward_raw(self, x: Tensor) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
+    def forward_raw(self, x: Tensor, *, fused: bool = False) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
         """Head outputs for a prepared batch ``x [B, 3, H, W]`` in [0, 1] (``H, W`` multiples of the stride):
-        ``(box_logits [B, N, 4 * reg_max], cls_logits [B, N, K], level shapes)``."""
+        ``(box_logits [B, N, 4 * reg_max], cls_logits [B, N, K], level shapes)``.
+
+        ``fused=True`` (eval mode, no autograd) runs :meth:`fused_network`, the same network with every batch norm
+        folded into the convolution before it: same outputs to float32 rounding, fewer passes over memory."""
         if self.normalize:
             x = (x - self.mean) / self.std
+        if fused and not self.training and not torch.is_grad_enabled():
+            return self.fused_network()(x)
         return self.head(self.neck(self.backbone(x)))
+
+    def fused_network(self) -> nn.Module:
+        """``backbone -> neck -> head`` with every ``Conv2d -> BatchNorm2d`` pair folded
+        (:func:`vision.utils.fusion.fuse_conv_bn`, generic over backbones): a copy kept outside the module tree
+        (the state dict is unchanged) and remade when a weight or running statistic changed (tensor versions, so
+        an EMA updated in place or a loaded state dict is seen)."""
+        key = tuple((t.data_ptr(), t._version) for t in itertools.chain(self.parameters(), self.buffers()))
+        if self._fused is None or self._fused[0] != key:
+            net = copy.deepcopy(nn.Sequential(self.backbone, self.neck, self.head))
+            side = 2 * self.size_divisibility
+            example = torch.zeros(1, 3, side, side, device=self.mean.device, dtype=self.mean.dtype)
+            fuse_conv_bn(net, lambda: net(example))
+            net.requires_grad_(False)
+            self._graphs.clear()  # graphs captured the previous copy's weights
+            self._fused = (key, net)
+        return self._fused[1]
 
     def anchors(self, shapes: Sequence[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor]:
         """Anchor points ``[N, 2]`` (pixels) and strides ``[N]`` for the level shapes (the last :data:`CACHE_SIZE`
@@ -242,7 +267,7 @@ class YOLO(nn.Module):
             else contextlib.nullcontext()
         )
         with autocast:
-            box_logits, cls_logits, shapes = self.forward_raw(x)
+            box_logits, cls_logits, shapes = self.forward_raw(x, fused=True)
         points, strides = self.anchors(shapes, x.device)
         with torch.autocast(x.device.type, enabled=False):  # decoding and NMS in float32 under any autocast
             boxes = decode_boxes(box_logits.float(), points, strides, self.reg_max)
@@ -329,15 +354,15 @@ class YOLO(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> YOLO:
-        """Fold every ``ConvBNAct`` batch norm into its convolution (inference only: changes the state-dict keys)."""
-        from torch.nn.utils.fusion import fuse_conv_bn_eval
-
+        """Fold every batch norm that follows a convolution into it, in place (any backbone; inference only: the
+        state-dict keys change). Not needed for speed: eval-mode inference already runs a folded copy
+        (:meth:`fused_network`); this saves that copy's memory."""
         self.eval()
-        for m in self.modules():
-            if isinstance(m, ConvBNAct) and isinstance(m[1], nn.BatchNorm2d):
-                m[0] = fuse_conv_bn_eval(m[0], m[1])
-                m[1] = nn.Identity()
+        side = 2 * self.size_divisibility
+        example = torch.zeros(1, 3, side, side, device=self.mean.device, dtype=self.mean.dtype)
+        fuse_conv_bn(self, lambda: self.forward_raw(example))
         self._graphs.clear()
+        self._fused = None
         self._is_channels_last = None
         return self
 
@@ -345,17 +370,20 @@ class YOLO(nn.Module):
     def train(self, mode: bool = True) -> YOLO:
         if mode:
             self._graphs.clear()
+            self._fused = None
         return super().train(mode)
 
     def _apply(self, fn: Any, recurse: bool = True) -> YOLO:
         self._graphs.clear()
         self._anchors.clear()
         self._is_channels_last = None
+        self._fused = None
         return super()._apply(fn, recurse)
 
     def __getstate__(self) -> dict[str, Any]:  # deepcopy (EMA) and pickling skip the caches
         state = dict(self.__dict__)
         state["_graphs"], state["_anchors"], state["_is_channels_last"] = OrderedDict(), OrderedDict(), None
+        state["_fused"] = None
         return state
 
     def extra_repr(self) -> str:
