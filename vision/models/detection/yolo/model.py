@@ -145,7 +145,9 @@ class YOLO(nn.Module):
         self._anchors: OrderedDict[Hashable, tuple[Tensor, Tensor]] = OrderedDict()
         self._graphs: OrderedDict[Hashable, GraphedCall] = OrderedDict()
         self._is_channels_last: bool | None = None  # memory format of the first convolution, read once
-        self._fused: tuple[tuple[tuple[int, int], ...], nn.Module] | None = None  # (weights' versions, folded copy)
+        self._fused: tuple[Hashable, nn.Module] | None = None  # (layout and weights' versions, folded copy)
+        #: the folded inference copy runs channels_last (measured faster with oneDNN on the CPU: benchmarks/yolo.py)
+        self.channels_last_inference = True
 
     # ------------------------------------------------------------------------------------------------- network
     def forward_raw(self, x: Tensor, *, fused: bool = False) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
@@ -153,11 +155,15 @@ class YOLO(nn.Module):
         ``(box_logits [B, N, 4 * reg_max], cls_logits [B, N, K], level shapes)``.
 
         ``fused=True`` (eval mode, no autograd) runs :meth:`fused_network`, the same network with every batch norm
-        folded into the convolution before it: same outputs to float32 rounding, fewer passes over memory."""
+        folded into the convolution before it: same outputs to float32 rounding, fewer passes over memory; it runs
+        channels_last when :attr:`channels_last_inference` is set (the default)."""
         if self.normalize:
             x = (x - self.mean) / self.std
         if fused and not self.training and not torch.is_grad_enabled():
-            return self.fused_network()(x)
+            net = self.fused_network()
+            if self.channels_last_inference and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return net(x)
         return self.head(self.neck(self.backbone(x)))
 
     def fused_network(self) -> nn.Module:
@@ -165,13 +171,16 @@ class YOLO(nn.Module):
         (:func:`vision.utils.fusion.fuse_conv_bn`, generic over backbones): a copy kept outside the module tree
         (the state dict is unchanged) and remade when a weight or running statistic changed (tensor versions, so
         an EMA updated in place or a loaded state dict is seen)."""
-        key = tuple((t.data_ptr(), t._version) for t in itertools.chain(self.parameters(), self.buffers()))
+        versions = tuple((t.data_ptr(), t._version) for t in itertools.chain(self.parameters(), self.buffers()))
+        key = (self.channels_last_inference, versions)
         if self._fused is None or self._fused[0] != key:
             net = copy.deepcopy(nn.Sequential(self.backbone, self.neck, self.head))
             side = 2 * self.size_divisibility
             example = torch.zeros(1, 3, side, side, device=self.mean.device, dtype=self.mean.dtype)
             fuse_conv_bn(net, lambda: net(example))
             net.requires_grad_(False)
+            if self.channels_last_inference:
+                net.to(memory_format=torch.channels_last)
             self._graphs.clear()  # graphs captured the previous copy's weights
             self._fused = (key, net)
         return self._fused[1]
