@@ -28,7 +28,7 @@ def _randomise_norms(model: nn.Module, seed: int = 1) -> None:
     model.eval()
 
 
-@pytest.mark.parametrize("name, kwargs", [("yolo_n", {}), ("yolo", {"backbone": "resnet18"})])
+@pytest.mark.parametrize(("name", "kwargs"), [("yolo_n", {}), ("yolo", {"backbone": "resnet18"})])
 @torch.no_grad()
 def test_eval_inference_runs_a_folded_copy_with_the_same_outputs(name, kwargs):
     """Eval-mode inference folds every Conv2d -> BatchNorm2d pair of the whole model (own or registry backbone) in a
@@ -75,7 +75,9 @@ def test_folded_copy_follows_in_place_weight_updates():
         p.mul_(0.9)
     assert model.fused_network() is not first
     plain = model.forward_raw(x)[1]
-    torch.testing.assert_close(model.forward_raw(x, fused=True)[1], plain, rtol=1e-4, atol=2e-5 * float(plain.abs().max()))
+    torch.testing.assert_close(
+        model.forward_raw(x, fused=True)[1], plain, rtol=1e-4, atol=2e-5 * float(plain.abs().max())
+    )
     model.train()
     assert model._fused is None  # training frees the copy
 

@@ -50,7 +50,6 @@ from vision.utils import increment_dir, pick_device, save_yaml
 __all__ = ["NonFiniteLossError", "Trainer"]
 
 
-
 def _single_threaded_worker(_worker_id: int) -> None:
     """DataLoader workers decode and augment one sample at a time: one thread each for torch and OpenCV, so that
     ``workers`` processes never start ``workers x cores`` spinning threads on the cores the training step uses."""
@@ -59,6 +58,7 @@ def _single_threaded_worker(_worker_id: int) -> None:
         import cv2
 
         cv2.setNumThreads(1)
+
 
 class Trainer:
     """Train ``args["model"]`` on ``args["data"]`` for the task ``args["task"]``.
