@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from vision.engine import distributed as D
 from vision.engine._nan_guard import NanGuard, NonFiniteLossError
-from vision.engine._parts import LossModule, freeze_parameters, seed_everything
+from vision.engine._parts import LossModule, cpu_workers, freeze_parameters, seed_everything, single_threaded_worker
 from vision.engine.checkpoint import (
     capture_rng,
     load_resume_state,
@@ -48,16 +48,6 @@ from vision.engine.task import Task, get_task
 from vision.utils import increment_dir, pick_device, save_yaml
 
 __all__ = ["NonFiniteLossError", "Trainer"]
-
-
-def _single_threaded_worker(_worker_id: int) -> None:
-    """DataLoader workers decode and augment one sample at a time: one thread each for torch and OpenCV, so that
-    ``workers`` processes never start ``workers x cores`` spinning threads on the cores the training step uses."""
-    torch.set_num_threads(1)
-    with contextlib.suppress(ImportError):
-        import cv2
-
-        cv2.setNumThreads(1)
 
 
 class Trainer:
@@ -134,16 +124,12 @@ class Trainer:
             batch_size=self.local_batch,
             drop_last=True,
         )
-        workers = int(self.args["workers"])
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if self.device.type == "cpu" and workers >= cores:  # workers would take the cores the training step runs on
-            self._print(f"workers={workers} on {cores} CPU cores training on the CPU: using {cores - 1}")
-            workers = cores - 1
+        workers = cpu_workers(int(self.args["workers"]), self.device, self._print)
         common = {
             "num_workers": workers,
             "collate_fn": self.task.collate_fn(),
             "pin_memory": self.device.type == "cuda",
-            "worker_init_fn": _single_threaded_worker if workers else None,
+            "worker_init_fn": single_threaded_worker if workers else None,
         }
         self.train_loader = DataLoader(
             self.train_set, batch_size=self.local_batch, sampler=self.sampler, drop_last=True, **common

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["conv_bn_pairs", "fuse_conv_bn"]
+__all__ = ["FoldedCopy", "conv_bn_pairs", "fuse_conv_bn"]
 
 
 def conv_bn_pairs(model: nn.Module, run: Callable[[], Any]) -> list[tuple[str, str]]:
@@ -102,3 +103,47 @@ def fuse_conv_bn(model: nn.Module, run: Callable[[], Any]) -> nn.Module:
         _set(model, conv, fuse_conv_bn_eval(modules[conv], modules[bn]))
         _set(model, bn, nn.Identity())
     return model
+
+
+class FoldedCopy:
+    """A batch-norm-folded copy of some modules, kept for inference and remade when any of their weights or running
+    statistics changed (tensor versions and storage, so in-place updates such as an EMA's or ``load_state_dict`` are
+    seen). The copy is not a submodule of anything: state dicts are unchanged.
+
+    Example:
+        >>> folded = FoldedCopy()
+        >>> net = folded.get([backbone, head], example=torch.zeros(1, 3, 64, 64))  # nn.Sequential(backbone, head)
+    """
+
+    def __init__(self) -> None:
+        self.key: Any = None
+        self.net: nn.Module | None = None
+
+    def clear(self) -> None:
+        """Forget the copy (frees its memory)."""
+        self.key = self.net = None
+
+    def get(
+        self,
+        modules: list[nn.Module],
+        *,
+        example: Tensor,
+        channels_last: bool = False,
+        on_remake: Callable[[], Any] | None = None,
+    ) -> nn.Module:
+        """``nn.Sequential(*modules)`` folded (:func:`fuse_conv_bn`, traced on ``example``), without gradients, in
+        the channels_last memory format when asked; the cached copy while nothing changed (``on_remake()`` is called
+        when it is made anew, e.g. to drop CUDA graphs that captured the previous copy)."""
+        tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+        key = (channels_last, tuple((t.data_ptr(), t._version) for t in tensors))
+        if self.net is None or self.key != key:
+            net = copy.deepcopy(nn.Sequential(*modules))
+            fuse_conv_bn(net, lambda: net(example)).requires_grad_(False)
+            self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+            self.key = key
+            if on_remake is not None:
+                on_remake()
+        return self.net
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FoldedCopy:  # copies of a model start without a folded copy
+        return FoldedCopy()

@@ -29,8 +29,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import copy
-import itertools
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -57,7 +55,7 @@ from vision.models.detection.yolo.postprocess import (
 from vision.necks.pafpn import PAFPN
 from vision.ops import multiclass_nms, pad_targets
 from vision.registry import MODELS
-from vision.utils.fusion import fuse_conv_bn
+from vision.utils.fusion import FoldedCopy, fuse_conv_bn
 
 __all__ = ["YOLO", "yolo", "yolo_l", "yolo_m", "yolo_n", "yolo_s"]
 
@@ -145,45 +143,27 @@ class YOLO(nn.Module):
         self._anchors: OrderedDict[Hashable, tuple[Tensor, Tensor]] = OrderedDict()
         self._graphs: OrderedDict[Hashable, GraphedCall] = OrderedDict()
         self._is_channels_last: bool | None = None  # memory format of the first convolution, read once
-        self._fused: tuple[Hashable, nn.Module] | None = None  # (layout and weights' versions, folded copy)
-        #: the folded inference copy runs channels_last (measured faster with oneDNN on the CPU: benchmarks/yolo.py)
-        self.channels_last_inference = True
+        self._fused = FoldedCopy()
+        self.channels_last_inference = True  #: the folded copy runs channels_last (faster on the CPU and CUDA)
 
     # ------------------------------------------------------------------------------------------------- network
     def forward_raw(self, x: Tensor, *, fused: bool = False) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
         """Head outputs for a prepared batch ``x [B, 3, H, W]`` in [0, 1] (``H, W`` multiples of the stride):
-        ``(box_logits [B, N, 4 * reg_max], cls_logits [B, N, K], level shapes)``.
-
-        ``fused=True`` (eval mode, no autograd) runs :meth:`fused_network`, the same network with every batch norm
-        folded into the convolution before it: same outputs to float32 rounding, fewer passes over memory; it runs
-        channels_last when :attr:`channels_last_inference` is set (the default)."""
+        ``(box_logits [B, N, 4 * reg_max], cls_logits [B, N, K], level shapes)``; ``fused=True`` (eval mode, no
+        autograd): through :meth:`fused_network` (channels_last if :attr:`channels_last_inference`), same outputs."""
         if self.normalize:
             x = (x - self.mean) / self.std
         if fused and not self.training and not torch.is_grad_enabled():
-            net = self.fused_network()
-            if self.channels_last_inference and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return net(x)
+            cl = torch.channels_last if self.channels_last_inference else torch.contiguous_format
+            return self.fused_network()(x.contiguous(memory_format=cl))
         return self.head(self.neck(self.backbone(x)))
 
     def fused_network(self) -> nn.Module:
-        """``backbone -> neck -> head`` with every ``Conv2d -> BatchNorm2d`` pair folded
-        (:func:`vision.utils.fusion.fuse_conv_bn`, generic over backbones): a copy kept outside the module tree
-        (the state dict is unchanged) and remade when a weight or running statistic changed (tensor versions, so
-        an EMA updated in place or a loaded state dict is seen)."""
-        versions = tuple((t.data_ptr(), t._version) for t in itertools.chain(self.parameters(), self.buffers()))
-        key = (self.channels_last_inference, versions)
-        if self._fused is None or self._fused[0] != key:
-            net = copy.deepcopy(nn.Sequential(self.backbone, self.neck, self.head))
-            side = 2 * self.size_divisibility
-            example = torch.zeros(1, 3, side, side, device=self.mean.device, dtype=self.mean.dtype)
-            fuse_conv_bn(net, lambda: net(example))
-            net.requires_grad_(False)
-            if self.channels_last_inference:
-                net.to(memory_format=torch.channels_last)
-            self._graphs.clear()  # graphs captured the previous copy's weights
-            self._fused = (key, net)
-        return self._fused[1]
+        """``backbone -> neck -> head`` with every ``Conv2d -> BatchNorm2d`` pair folded, any backbone (a
+        :class:`~vision.utils.fusion.FoldedCopy`: outside the module tree, remade when a weight changes)."""
+        x = torch.zeros(1, 3, 2 * self.size_divisibility, 2 * self.size_divisibility, device=self.mean.device)
+        cl, modules = self.channels_last_inference, [self.backbone, self.neck, self.head]
+        return self._fused.get(modules, example=x, channels_last=cl, on_remake=self._graphs.clear)
 
     def anchors(self, shapes: Sequence[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor]:
         """Anchor points ``[N, 2]`` (pixels) and strides ``[N]`` for the level shapes (the last :data:`CACHE_SIZE`
@@ -270,12 +250,8 @@ class YOLO(nn.Module):
         """Fixed-shape detection on a prepared batch ``x [B, 3, H, W]`` (no host sync on CUDA): ``(boxes [B, max_det,
         4] on the canvas, scores [B, max_det], labels [B, max_det], counts [B])``, padded as
         :func:`vision.ops.multiclass_nms` returns them."""
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
-            if amp and x.is_cuda
-            else contextlib.nullcontext()
-        )
-        with autocast:
+        bf16 = amp and x.is_cuda
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if bf16 else contextlib.nullcontext():
             box_logits, cls_logits, shapes = self.forward_raw(x, fused=True)
         points, strides = self.anchors(shapes, x.device)
         with torch.autocast(x.device.type, enabled=False):  # decoding and NMS in float32 under any autocast
@@ -363,15 +339,12 @@ class YOLO(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> YOLO:
-        """Fold every batch norm that follows a convolution into it, in place (any backbone; inference only: the
-        state-dict keys change). Not needed for speed: eval-mode inference already runs a folded copy
-        (:meth:`fused_network`); this saves that copy's memory."""
-        self.eval()
-        side = 2 * self.size_divisibility
-        example = torch.zeros(1, 3, side, side, device=self.mean.device, dtype=self.mean.dtype)
-        fuse_conv_bn(self, lambda: self.forward_raw(example))
+        """Fold every batch norm that follows a convolution into it, in place (any backbone; changes the state-dict
+        keys). Eval-mode inference already runs a folded copy (:meth:`fused_network`): this only saves its memory."""
+        x = torch.zeros(1, 3, 2 * self.size_divisibility, 2 * self.size_divisibility, device=self.mean.device)
+        fuse_conv_bn(self, lambda: self.forward_raw(x))
         self._graphs.clear()
-        self._fused = None
+        self._fused.clear()
         self._is_channels_last = None
         return self
 
@@ -379,20 +352,19 @@ class YOLO(nn.Module):
     def train(self, mode: bool = True) -> YOLO:
         if mode:
             self._graphs.clear()
-            self._fused = None
+            self._fused.clear()
         return super().train(mode)
 
     def _apply(self, fn: Any, recurse: bool = True) -> YOLO:
         self._graphs.clear()
         self._anchors.clear()
         self._is_channels_last = None
-        self._fused = None
+        self._fused.clear()
         return super()._apply(fn, recurse)
 
     def __getstate__(self) -> dict[str, Any]:  # deepcopy (EMA) and pickling skip the caches
         state = dict(self.__dict__)
-        state["_graphs"], state["_anchors"], state["_is_channels_last"] = OrderedDict(), OrderedDict(), None
-        state["_fused"] = None
+        state.update(_graphs=OrderedDict(), _anchors=OrderedDict(), _is_channels_last=None, _fused=FoldedCopy())
         return state
 
     def extra_repr(self) -> str:
