@@ -1,8 +1,11 @@
-"""Small pieces of the training loop: the loss module DDP wraps, seeding, and parameter freezing."""
+"""Small pieces of the training loop: the loss module DDP wraps, seeding, parameter freezing, loader threads."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -11,7 +14,7 @@ from torch import nn
 
 from vision.engine.task import Task
 
-__all__ = ["LossModule", "freeze_parameters", "seed_everything"]
+__all__ = ["LossModule", "cpu_workers", "freeze_parameters", "seed_everything", "single_threaded_worker"]
 
 
 class LossModule(nn.Module):
@@ -52,3 +55,25 @@ def freeze_parameters(freeze: int | str | list[str], model: nn.Module) -> None:
             hit += 1
     if hit == 0:
         raise ValueError(f"freeze={freeze!r} matched no parameter of {type(model).__name__}")
+
+
+def cpu_workers(requested: int, device: torch.device, log: Callable[[str], Any]) -> int:
+    """Data-loader workers for training on ``device``: on the CPU at most ``cores - 1`` (the cores this process may
+    run on), so that workers never take the cores the training step's threads run on; says so when it lowers it."""
+    if device.type != "cpu":
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if requested >= cores:
+        log(f"workers={requested} on {cores} CPU cores, training on the CPU: using {cores - 1}")
+        return cores - 1
+    return requested
+
+
+def single_threaded_worker(_worker_id: int) -> None:
+    """``worker_init_fn`` of data loaders: one thread each for torch and OpenCV inside a worker process, so that
+    ``workers`` processes never start ``workers x cores`` spinning threads beside the training step."""
+    torch.set_num_threads(1)
+    with contextlib.suppress(ImportError):
+        import cv2
+
+        cv2.setNumThreads(1)

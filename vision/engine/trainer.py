@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from vision.engine import distributed as D
 from vision.engine._nan_guard import NanGuard, NonFiniteLossError
-from vision.engine._parts import LossModule, freeze_parameters, seed_everything
+from vision.engine._parts import LossModule, cpu_workers, freeze_parameters, seed_everything, single_threaded_worker
 from vision.engine.checkpoint import (
     capture_rng,
     load_resume_state,
@@ -127,11 +127,12 @@ class Trainer:
             batch_size=self.local_batch,
             drop_last=True,
         )
-        workers = int(self.args["workers"])
+        workers = cpu_workers(int(self.args["workers"]), self.device, self._print)
         common = {
             "num_workers": workers,
             "collate_fn": self.task.collate_fn(),
             "pin_memory": self.device.type == "cuda",
+            "worker_init_fn": single_threaded_worker if workers else None,
         }
         self.train_loader = DataLoader(
             self.train_set, batch_size=self.local_batch, sampler=self.sampler, drop_last=True, **common

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from vision.backbones._base import levels_by_stride
-from vision.backbones.csp_darknet import SIZES, ConvBNAct  # importing it registers csp_darknet_n/s/m/l
+from vision.backbones.csp_darknet import SIZES  # importing it registers csp_darknet_n/s/m/l
 from vision.hub.cards import IMAGENET_MEAN, IMAGENET_STD, WeightsCard
 from vision.models._predict import detection_predict
 from vision.models.detection.common import Detections, check_targets, rebuild_kwargs
@@ -56,6 +56,7 @@ from vision.models.detection.yolo.postprocess import (
 from vision.necks.pafpn import PAFPN
 from vision.ops import multiclass_nms, pad_targets
 from vision.registry import MODELS
+from vision.utils.fusion import FoldedCopy, fuse_conv_bn
 
 __all__ = ["YOLO", "yolo", "yolo_l", "yolo_m", "yolo_n", "yolo_s"]
 
@@ -143,14 +144,27 @@ class YOLO(nn.Module):
         self._anchors: OrderedDict[Hashable, tuple[Tensor, Tensor]] = OrderedDict()
         self._graphs: OrderedDict[Hashable, GraphedCall] = OrderedDict()
         self._is_channels_last: bool | None = None  # memory format of the first convolution, read once
+        self._fused = FoldedCopy()
+        self.channels_last_inference = True  #: the folded copy runs channels_last (faster on the CPU and CUDA)
 
     # ------------------------------------------------------------------------------------------------- network
-    def forward_raw(self, x: Tensor) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
+    def forward_raw(self, x: Tensor, *, fused: bool = False) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
         """Head outputs for a prepared batch ``x [B, 3, H, W]`` in [0, 1] (``H, W`` multiples of the stride):
-        ``(box_logits [B, N, 4 * reg_max], cls_logits [B, N, K], level shapes)``."""
+        ``(box_logits [B, N, 4 * reg_max], cls_logits [B, N, K], level shapes)``; ``fused=True`` (eval mode, no
+        autograd): through :meth:`fused_network` (channels_last if :attr:`channels_last_inference`), same outputs."""
         if self.normalize:
             x = (x - self.mean) / self.std
+        if fused and not self.training and not torch.is_grad_enabled():
+            cl = torch.channels_last if self.channels_last_inference else torch.contiguous_format
+            return self.fused_network()(x.contiguous(memory_format=cl))
         return self.head(self.neck(self.backbone(x)))
+
+    def fused_network(self) -> nn.Module:
+        """``backbone -> neck -> head`` with every ``Conv2d -> BatchNorm2d`` pair folded, any backbone (a
+        :class:`~vision.utils.fusion.FoldedCopy`: outside the module tree, remade when a weight changes)."""
+        x = self.mean.new_zeros(1, 3, 2 * self.size_divisibility, 2 * self.size_divisibility)
+        cl, modules = self.channels_last_inference, [self.backbone, self.neck, self.head]
+        return self._fused.get(modules, example=x, channels_last=cl, on_remake=self._graphs.clear)
 
     def anchors(self, shapes: Sequence[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor]:
         """Anchor points ``[N, 2]`` (pixels) and strides ``[N]`` for the level shapes (the last :data:`CACHE_SIZE`
@@ -237,13 +251,9 @@ class YOLO(nn.Module):
         """Fixed-shape detection on a prepared batch ``x [B, 3, H, W]`` (no host sync on CUDA): ``(boxes [B, max_det,
         4] on the canvas, scores [B, max_det], labels [B, max_det], counts [B])``, padded as
         :func:`vision.ops.multiclass_nms` returns them."""
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
-            if amp and x.is_cuda
-            else contextlib.nullcontext()
-        )
-        with autocast:
-            box_logits, cls_logits, shapes = self.forward_raw(x)
+        bf16 = amp and x.is_cuda
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if bf16 else contextlib.nullcontext():
+            box_logits, cls_logits, shapes = self.forward_raw(x, fused=True)
         points, strides = self.anchors(shapes, x.device)
         with torch.autocast(x.device.type, enabled=False):  # decoding and NMS in float32 under any autocast
             boxes = decode_boxes(box_logits.float(), points, strides, self.reg_max)
@@ -331,15 +341,12 @@ class YOLO(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> YOLO:
-        """Fold every ``ConvBNAct`` batch norm into its convolution (inference only: changes the state-dict keys)."""
-        from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-        self.eval()
-        for m in self.modules():
-            if isinstance(m, ConvBNAct) and isinstance(m[1], nn.BatchNorm2d):
-                m[0] = fuse_conv_bn_eval(m[0], m[1])
-                m[1] = nn.Identity()
+        """Fold every batch norm that follows a convolution into it, in place (any backbone; changes the state-dict
+        keys). Eval-mode inference already runs a folded copy (:meth:`fused_network`): this only saves its memory."""
+        x = self.mean.new_zeros(1, 3, 2 * self.size_divisibility, 2 * self.size_divisibility)
+        fuse_conv_bn(self, lambda: self.forward_raw(x))
         self._graphs.clear()
+        self._fused.clear()
         self._is_channels_last = None
         return self
 
@@ -347,17 +354,19 @@ class YOLO(nn.Module):
     def train(self, mode: bool = True) -> YOLO:
         if mode:
             self._graphs.clear()
+            self._fused.clear()
         return super().train(mode)
 
     def _apply(self, fn: Any, recurse: bool = True) -> YOLO:
         self._graphs.clear()
         self._anchors.clear()
         self._is_channels_last = None
+        self._fused.clear()
         return super()._apply(fn, recurse)
 
     def __getstate__(self) -> dict[str, Any]:  # deepcopy (EMA) and pickling skip the caches
         state = dict(self.__dict__)
-        state["_graphs"], state["_anchors"], state["_is_channels_last"] = OrderedDict(), OrderedDict(), None
+        state.update(_graphs=OrderedDict(), _anchors=OrderedDict(), _is_channels_last=None, _fused=FoldedCopy())
         return state
 
     def extra_repr(self) -> str:

@@ -119,7 +119,8 @@ def letterbox(
         h, w = scaled[0]
         x = images if (h, w) == tuple(images.shape[-2:]) else _resize(images, (h, w))
         left, top = (Wc - w) // 2, (Hc - h) // 2
-        batch = F.pad(x, (left, Wc - w - left, top, Hc - h - top), value=fill)
+        pads = (left, Wc - w - left, top, Hc - h - top)
+        batch = F.pad(x, pads, value=fill) if any(pads) else x  # no copy when the images already fit the canvas
     else:
         batch = torch.full((len(hw), 3, Hc, Wc), fill, dtype=images[0].dtype, device=device)
         for i, (im, (h, w)) in enumerate(zip(images, scaled)):
