@@ -7,6 +7,7 @@ Subcommands::
     vision plugins                                                  installed plugins and their status
     vision train key=value ...                                      same as tools/train.py
     vision infer key=value ...                                      same as tools/infer.py
+    vision export key=value ...                                     same as tools/export.py (ONNX, checked; int8)
 """
 
 from __future__ import annotations
@@ -109,6 +110,10 @@ def _cmd_plugins(ns: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vision`` command."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "export":
+        from vision.cli.export import main as export_main
+
+        return export_main(argv[1:])
     if argv and argv[0] in ("train", "infer"):
         if argv[0] == "train":
             from vision.cli.train import main as train_main
@@ -133,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_plugins.set_defaults(func=_cmd_plugins)
     sub.add_parser("train", help="train (same as tools/train.py key=value ...)")
     sub.add_parser("infer", help="infer (same as tools/infer.py key=value ...)")
+    sub.add_parser("export", help="export to ONNX (same as tools/export.py key=value ...)")
     ns = parser.parse_args(argv)
     try:
         return int(ns.func(ns))
