@@ -61,6 +61,7 @@ def test_classifier_export_matches_pytorch(tmp_path, photos):
     torch.manual_seed(0)
     model = vision.create_model("resnet18", num_classes=10).eval()
     onnx_model = load_onnx(export_onnx(model, tmp_path / "r18.onnx", dynamic=True))
+    assert not any(m.training for m in model.modules())  # the export leaves the model as it found it (eval)
     result = check_export(model, onnx_model, photos)
     assert result.ok, result.lines
     assert result.max_diff <= 1e-4

@@ -129,6 +129,8 @@ def export_onnx(
         stride = model.size_divisibility
         S = -(-S // stride) * stride
     graph, inputs, outputs, axes = _graph(model, kind, S, batch, score_threshold, iou_threshold, max_det)
+    graph.eval()  # torch.onnx.export restores the wrapper's mode afterwards: a wrapper in train mode would leave the
+    # model in train mode (batch norms then update their statistics on the next call)
     name = "image" if kind == "rcnn" else "images"
     if dynamic:
         axes = {"image": {1: "height", 2: "width"}} if kind == "rcnn" else {n: {0: "batch"} for n in (name, *outputs)}
