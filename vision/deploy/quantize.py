@@ -27,7 +27,7 @@ def quantize_int8(
             tests/deploy/test_int8.py) or ``"int8"``.
         method: calibration: ``"minmax"`` (default), ``"percentile"`` or ``"entropy"`` (histograms).
 
-    Only the network (the nodes under the ``/model/`` scope of the exported wrapper) is quantised: convolutions,
+    Only the network (the nodes inside a module scope of the exported wrapper) is quantised: convolutions,
     matrix products, pooling and the element-wise ops between them (activations uint8); box decoding and NMS stay
     float32.
     """
@@ -64,8 +64,9 @@ def quantize_int8(
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     except Exception:
         pre = src
-    # only the network is quantised: decoding, NMS and R-CNN's box arithmetic outside the "/model/" scope stay float
-    outside = [n.name for n in onnx.load(pre).graph.node if not n.name.startswith("/model/")]
+    # only the network is quantised: the wrapper's own ops (normalisation, decoding, NMS) carry a top-level scope
+    # ("/Softmax_1"), the network's modules a nested one ("/backbone/stem/Conv", "/model/head/Conv")
+    outside = [n.name for n in onnx.load(pre).graph.node if n.name.count("/") <= 1]
     quantize_static(str(pre), str(dst), _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                     nodes_to_exclude=outside,
                     activation_type=QuantType.QUInt8, weight_type=types[weight_type],
