@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "models": 4, "data": 4, "_api": 4, "_loader": 4,
     "engine": 5,
     "tasks": 6,
+    "deploy": 6,
     "cli": 7, "__main__": 7,
 }  # fmt: skip
 #: ``vision/__init__.py`` is the public face (the Python API); it sits with the API modules

@@ -82,9 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vision.engine.task import get_task
 
         pre = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if "=" in a}
-        task = get_task(_task_name(pre.get("model", ""), pre.get("weights", "")))
+        onnx_model = None
+        if pre.get("weights", "").lower().endswith(".onnx"):  # an exported file: onnxruntime, no model code
+            from vision.deploy import load_onnx
+
+            onnx_model = load_onnx(pre["weights"])
+        task = get_task(onnx_model.task if onnx_model else _task_name(pre.get("model", ""), pre.get("weights", "")))
         keys = {**COMMON_KEYS, **task.infer_keys}
         args = check_keys(parse_overrides(argv, keys), INFER_SCHEMA, keys)
+        if onnx_model is not None:
+            args["_model"] = onnx_model
         if not args["source"] and task.name != "generation":
             raise ArgumentError("source= is required (an image, a folder or a glob)")
         out_dir = task.infer(args)

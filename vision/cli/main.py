@@ -9,6 +9,7 @@ Subcommands::
     vision infer key=value ...                                      same as tools/infer.py
     vision val key=value ...                                        same as tools/val.py
     vision prune weights=... ratio=0.5 [method=l1|taylor] [data=... epochs=N]   structured pruning + report
+    vision export key=value ...                                     same as tools/export.py (ONNX, checked; int8)
 """
 
 from __future__ import annotations
@@ -135,6 +136,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
         from vision.cli.prune import main as prune_main
 
         return prune_main(argv[1:])
+
+    if argv and argv[0] == "export":
+        from vision.cli.export import main as export_main
+
+        return export_main(argv[1:])
     if argv and argv[0] in ("train", "infer"):
         if argv[0] == "train":
             from vision.cli.train import main as train_main
@@ -161,6 +167,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("infer", help="infer (same as tools/infer.py key=value ...)")
     sub.add_parser("val", help="evaluate without training (same as tools/val.py key=value ...)")
     sub.add_parser("prune", help="prune channels, fine-tune, report (vision prune help)")
+    sub.add_parser("export", help="export to ONNX (same as tools/export.py key=value ...)")
     ns = parser.parse_args(argv)
     from vision.cli.common import USER_ERRORS, fail, user_message
 

@@ -22,7 +22,7 @@ def infer_classification(args: dict[str, Any]) -> Path:
     from vision.io import expand_source, read_image
 
     device = pick_device(args["device"])
-    model = load_model(args["weights"] or None, model=args["model"] or None, device=device)
+    model = args.get("_model") or load_model(args["weights"] or None, model=args["model"] or None, device=device)
     files = expand_source(args["source"])
     out_dir = increment_dir(Path(args["project"]) / "classification", args["name"])
     records = []

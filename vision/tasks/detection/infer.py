@@ -180,7 +180,7 @@ def infer_detection(args: dict[str, Any]) -> Path:
     from vision.utils import increment_dir, pick_device
 
     device = pick_device(args["device"])
-    model = load_model(
+    model = args.get("_model") or load_model(
         str(args.get("weights") or "") or None, model=str(args.get("model") or "") or None, device=device
     )
     runner = _Runner(model, args, device)

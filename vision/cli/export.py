@@ -1,0 +1,235 @@
+"""``vision export`` / ``tools/export.py``: write a model as ONNX with decoding and NMS inside, check it, quantise it.
+
+Usage::
+
+    vision export weights=runs/detection/train format=onnx        # -> runs/detection/train/weights/best.onnx
+    vision export model=efficientnet_lite0 weights=lukemelas_in1k source=photos/ int8=true data=photos/
+    vision export weights=runs/detection/train int8=true data=bccd imgsz=640
+
+Keys: ``weights`` (run folder, weights file, tag or URL), ``model`` (architecture, when ``weights`` does not name it),
+``format`` (``onnx``), ``imgsz`` (square input side; default the model's), ``batch`` (1), ``dynamic`` (dynamic batch
+axis; R-CNN: dynamic height and width), ``opset`` (17+), ``conf``/``iou``/``max_det`` (detector post-processing baked
+into the graph; default the model's), ``source`` (images for the onnxruntime check; default ``data``'s val images,
+else scikit-image's sample photos), ``check_images`` (8), ``int8`` (also write ``<file>.int8.onnx``, static QDQ),
+``data`` (calibration images: a registered detection dataset such as ``bccd``, a data spec, or a folder/glob),
+``calib`` (calibration images, 300), ``file`` (output path).
+
+The command prints the onnxruntime check against the PyTorch model (classifier: top-5 and logits within 1e-4;
+detector: boxes at IoU >= 0.99, scores within 1e-3, same counts) and exits 1 when it fails; with ``int8=true`` it
+also prints the accuracy (top-1 agreement with fp32) or mAP delta of int8 against fp32 on the validation split.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vision.cli.common import fail
+from vision.utils.keys import ArgumentError, parse_overrides
+
+__all__ = ["KEYS", "main"]
+
+KEYS: dict[str, Any] = {
+    "model": "",
+    "weights": "",
+    "format": "onnx",
+    "imgsz": 0,
+    "batch": 1,
+    "dynamic": False,
+    "opset": 17,
+    "conf": None,
+    "iou": None,
+    "max_det": None,
+    "source": "",
+    "check_images": 8,
+    "int8": False,
+    "data": "",
+    "calib": 300,
+    "file": "",
+}
+
+
+def _output_path(args: dict[str, Any], model: Any) -> Path:
+    if args["file"]:
+        return Path(args["file"])
+    from vision._loader import find_trained_file
+
+    found = find_trained_file(args["weights"]) if args["weights"] else None
+    if found is not None:
+        return found[0].with_suffix(".onnx")
+    w = Path(str(args["weights"]))
+    if args["weights"] and w.is_file():
+        return w.with_suffix(".onnx")
+    tag = f".{args['weights']}" if args["weights"] else ""
+    return Path(f"{args['model'] or getattr(model, 'name', 'model')}{tag}.onnx")
+
+
+def _detection_split(data: str, split: str) -> Any | None:
+    """A detection data set (registered name or data spec) or ``None`` when ``data`` is neither."""
+    from vision.tasks._data import registered_split
+
+    ds = registered_split(data, "detection", split, {"transform": None})
+    if ds is not None:
+        return ds
+    from vision.tasks.detection.data import load_data_spec
+
+    try:
+        spec = load_data_spec(data)
+    except (ValueError, OSError, KeyError):
+        return None
+    from vision.data import CocoDetection
+
+    return CocoDetection(*spec[split]) if split in spec else None
+
+
+def _image_files(source: str) -> list[Path]:
+    from vision.io import expand_source
+
+    return expand_source(source)
+
+
+def _sample_photos() -> list[torch.Tensor]:
+    """scikit-image's colour sample photos (and scikit-learn's), uint8 ``[3, H, W]``."""
+    photos: list[np.ndarray] = []
+    try:
+        import skimage.data as sk
+
+        for name in ("astronaut", "chelsea", "coffee", "rocket", "cat", "retina", "immunohistochemistry"):
+            fn = getattr(sk, name, None)
+            if fn is not None:
+                try:
+                    photos.append(fn())
+                except Exception:
+                    continue
+    except ImportError:
+        pass
+    try:
+        from sklearn.datasets import load_sample_images
+
+        photos.extend(load_sample_images().images)
+    except ImportError:
+        pass
+    return [torch.from_numpy(np.array(p[..., :3])).permute(2, 0, 1) for p in photos if p.ndim == 3]
+
+
+def _images(args: dict[str, Any], split: str, limit: int) -> list[torch.Tensor]:
+    """Up to ``limit`` uint8 ``[3, H, W]`` images: ``source`` (check) or ``data``'s ``split``, else sample photos."""
+    from vision.io import read_image
+
+    where = args["source"] if split == "check" else ""
+    data = str(args["data"] or "")
+    if not where and data:
+        ds = _detection_split(data, "val" if split in ("check", "val") else "train")
+        if ds is not None:
+            n = min(limit, len(ds))
+            idx = np.linspace(0, len(ds) - 1, n).round().astype(int) if split == "check" else range(n)
+            return [ds[int(i)][0] for i in idx]
+        where = data
+    if where:
+        files = _image_files(where)
+        if not files:
+            raise ArgumentError(f"no images in {where!r}")
+        return [read_image(f) for f in files[:limit]]
+    photos = _sample_photos()
+    if not photos:
+        raise ArgumentError("source= is required for the onnxruntime check (a folder or glob of real images)")
+    return photos[:limit]
+
+
+def _calibration(onnx_model: Any, images: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    if onnx_model.kind == "classifier":
+        t = onnx_model.eval_transforms()
+        return [t(im)[None].numpy() for im in images]
+    if onnx_model.kind == "rcnn":
+        return [(im.float() / 255).numpy() for im in images]
+    out = []
+    for im in images:
+        x, _ = onnx_model.prepare([im.float() / 255])
+        out.append(np.repeat(x.numpy(), onnx_model.fixed_batch or 1, 0))
+    return out
+
+
+def _int8_report(args: dict[str, Any], fp32: Any, int8: Any) -> str:
+    """Accuracy or mAP of int8 against fp32 on the validation split (or on the check images)."""
+    data = str(args["data"] or "")
+    ds = _detection_split(data, "val") if data and fp32.task == "detection" else None
+    if ds is not None:
+        from vision.tasks.detection.coco_eval import COCOEvaluator, coco_from_dataset
+
+        gt = coco_from_dataset(ds)
+        maps = []
+        for model in (fp32, int8):
+            ev = COCOEvaluator(gt, label_to_cat_id=getattr(ds, "label_to_cat_id", None))
+            for i in range(len(ds)):
+                image, target = ds[i]
+                ev.update(model.predict([image.float() / 255]), [int(target["image_id"])])
+            maps.append(ev.evaluate(synchronize=False))
+        a, b = maps
+        return (f"int8 vs fp32 on {data} val ({len(ds)} images): mAP50-95 {b['map'] * 100:.2f} vs {a['map'] * 100:.2f} "
+                f"(delta {(b['map'] - a['map']) * 100:+.2f} points), mAP50 {b['map50'] * 100:.2f} vs "
+                f"{a['map50'] * 100:.2f} (delta {(b['map50'] - a['map50']) * 100:+.2f})")  # fmt: skip
+    images = _images(args, "val", 200) if data else _images(args, "check", 200)
+    if fp32.task == "classification":
+        t = fp32.eval_transforms()
+        x = torch.stack([t(im) for im in images])
+        same = (fp32(x).argmax(-1) == int8(x).argmax(-1)).float().mean().item()
+        return f"int8 vs fp32: same top-1 on {same * 100:.1f}% of {len(images)} images"
+    floats = [im.float() / 255 for im in images]
+    n32 = sum(len(d["scores"]) for d in fp32.predict(floats))
+    n8 = sum(len(d["scores"]) for d in int8.predict(floats))
+    return f"int8 vs fp32 on {len(images)} images: {n8} vs {n32} detections"
+
+
+def run(args: dict[str, Any]) -> tuple[Path, bool]:
+    """Export, check (and quantise) as the keys say; returns ``(fp32 file, check passed)``."""
+    import vision
+    from vision.deploy import check_export, export_onnx, load_onnx, quantize_int8
+
+    if str(args["format"]).lower() != "onnx":
+        raise ArgumentError(f"format={args['format']!r} is not supported (only format=onnx)")
+    if not args["weights"] and not args["model"]:
+        raise ArgumentError("weights= is required (a run folder, a weights file or a tag; model= for a plain file)")
+    if args["int8"] and not args["data"]:
+        raise ArgumentError("int8=true needs data= (calibration images: a dataset name, a data spec or a folder)")
+    if args["int8"] and _detection_split(str(args["data"]), "train") is None:
+        _image_files(str(args["data"]))  # a bad data= is named before the export, not after it
+    model = vision.load_model(str(args["weights"]) or None, model=str(args["model"]) or None)
+    path = _output_path(args, model)
+    export_onnx(model, path, imgsz=int(args["imgsz"]) or None, batch=int(args["batch"]), dynamic=bool(args["dynamic"]),
+                opset=int(args["opset"]), score_threshold=args["conf"], iou_threshold=args["iou"],
+                max_det=args["max_det"])  # fmt: skip
+    size = path.stat().st_size / 2**20
+    print(f"exported {path} ({size:.1f} MB, opset {args['opset']}, vision-zoo {vision.__version__})")
+    onnx_model = load_onnx(path)
+    images = [im.float() / 255 for im in _images(args, "check", int(args["check_images"]))]
+    result = check_export(model, onnx_model, images)
+    for line in result.lines:
+        print(f"  {line}")
+    print(result.summary())
+    if args["int8"]:
+        calib = _calibration(onnx_model, _images(args, "train", int(args["calib"])))
+        q = quantize_int8(path, path.with_suffix(".int8.onnx"), calib)
+        print(f"exported {q} ({q.stat().st_size / 2**20:.1f} MB, int8 QDQ, {len(calib)} calibration images)")
+        print(_int8_report(args, onnx_model, load_onnx(q)))
+    return path, result.ok
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``vision export`` and ``tools/export.py``; 0, 1 (check failed) or 2 (bad input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(__doc__)
+        return 0
+    try:
+        _, ok = run(parse_overrides(argv, KEYS))
+    except (ArgumentError, OSError, ValueError, KeyError, NotImplementedError) as err:
+        fail(str(err))
+    if not ok:
+        print("error: the exported file does not reproduce the PyTorch model (see the check above)", file=sys.stderr)
+        return 1
+    return 0

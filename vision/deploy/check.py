@@ -1,0 +1,125 @@
+"""Check an exported file against the PyTorch model on real images, with onnxruntime.
+
+- classifier: same top-5 labels (in order) and logits within ``1e-4`` (absolute, fp32);
+- detector: per image the same number of detections, each PyTorch box matched by an ONNX box of the same label at
+  IoU >= 0.99, scores within ``1e-3``.
+
+The PyTorch reference for YOLO is the model's own decoding and NMS (:meth:`YOLO.detect`, i.e.
+:func:`vision.ops.multiclass_nms`) on the same letterboxed ``S x S`` canvas the file takes; for SSD it is
+``model.predict``; for R-CNN torchvision's exact path (``predict(fast=False)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import box_iou
+
+from vision.deploy.runtime import OnnxModel
+
+__all__ = ["CheckResult", "check_export", "match_detections", "reference_predict"]
+
+
+@dataclass
+class CheckResult:
+    """Outcome of :func:`check_export`: ``ok``, one line per image in ``lines``, and the worst differences."""
+
+    ok: bool
+    lines: list[str] = field(default_factory=list)
+    max_diff: float = 0.0
+    min_iou: float = 1.0
+
+    def summary(self) -> str:
+        """One line: ``onnxruntime check: PASS ...`` or ``FAIL ...``."""
+        verdict = "PASS" if self.ok else "FAIL"
+        n = sum(line.startswith("image ") for line in self.lines)
+        return f"onnxruntime check: {verdict} on {n} images ({self.lines[-1] if self.lines else 'no images'})"
+
+
+def match_detections(ref: dict[str, Tensor], got: dict[str, Tensor], *, iou: float = 0.99,
+                     score_tol: float = 1e-3) -> tuple[bool, float, float, str]:  # fmt: skip
+    """Match detections ``got`` to the reference ``ref`` (both ``{"boxes" [N, 4], "scores" [N], "labels" [N]}``).
+
+    Every reference detection needs its own detection of the same label at IoU >= ``iou`` with a score within
+    ``score_tol``, and the counts must be equal. Returns ``(ok, min IoU, max score difference, message)``.
+    """
+    n, m = len(ref["scores"]), len(got["scores"])
+    if n != m:
+        return False, 0.0, float("inf"), f"{n} detections in PyTorch, {m} in ONNX"
+    if n == 0:
+        return True, 1.0, 0.0, "0 detections in both"
+    ious = box_iou(ref["boxes"].float(), got["boxes"].float())
+    ious[ref["labels"][:, None] != got["labels"][None, :]] = -1
+    used = torch.zeros(m, dtype=torch.bool)
+    worst_iou, worst_score = 1.0, 0.0
+    for i in range(n):
+        row = ious[i].clone()
+        row[used] = -1
+        cand = ((row >= iou) & ((got["scores"] - ref["scores"][i]).abs() <= score_tol)).nonzero().flatten()
+        j = int(cand[row[cand].argmax()]) if len(cand) else int(row.argmax())
+        worst_iou = min(worst_iou, float(row[j]))
+        worst_score = max(worst_score, abs(float(got["scores"][j] - ref["scores"][i])))
+        used[j] = True
+    ok = worst_iou >= iou and worst_score <= score_tol
+    return ok, worst_iou, worst_score, f"{n} detections, min IoU {worst_iou:.4f}, max score diff {worst_score:.2e}"
+
+
+@torch.no_grad()
+def reference_predict(model: nn.Module, onnx_model: OnnxModel, images: Sequence[Tensor]) -> list[dict[str, Tensor]]:
+    """The PyTorch model's detections that the file must reproduce (module docstring), labels in data-set space."""
+    from vision.ops.letterbox import unletterbox
+
+    if onnx_model.kind == "yolo":
+        x, info = onnx_model.prepare(images)
+        b, s, lab, cnt = model.detect(x, score_threshold=float(onnx_model.metadata["score_threshold"]),
+                                      iou_threshold=float(onnx_model.metadata["iou_threshold"]),
+                                      max_det=int(onnx_model.metadata["max_det"]), amp=False)  # fmt: skip
+        sizes = torch.tensor([[im.shape[-2], im.shape[-1]] for im in images], dtype=torch.float32)
+        b = unletterbox(b, torch.tensor(info), sizes)
+        return [{"boxes": b[i, :n], "scores": s[i, :n], "labels": lab[i, :n]} for i, n in enumerate(cnt.tolist())]
+    if onnx_model.kind == "ssd":
+        meta = onnx_model.metadata
+        dets = model.predict(list(images), score_threshold=float(meta["score_threshold"]),
+                             iou_threshold=float(meta["iou_threshold"]), max_det=int(meta["max_det"]))  # fmt: skip
+    else:
+        dets = [model.predict([im], fast=False)[0] for im in images]
+    return [{**d, "labels": d["labels"] - 1} for d in dets]
+
+
+@torch.no_grad()
+def check_export(model: nn.Module, onnx_model: OnnxModel, images: Sequence[Tensor]) -> CheckResult:
+    """Compare ``onnx_model`` with ``model`` on ``images`` (float ``[3, H, W]`` in [0, 1], real photos).
+
+    Returns a :class:`CheckResult` with one line per image (criteria in the module docstring).
+    """
+    model = model.cpu().float().eval()
+    result = CheckResult(ok=True)
+    if onnx_model.kind == "classifier":
+        transform = onnx_model.eval_transforms()
+        x = torch.stack([transform(im) for im in images])
+        ref, got = model(x).float(), onnx_model(x).float()
+        k = min(5, ref.shape[-1])
+        for i in range(len(images)):
+            diff = float((ref[i] - got[i]).abs().max())
+            same = torch.equal(ref[i].topk(k).indices, got[i].topk(k).indices)
+            ok = same and diff <= 1e-4
+            result.ok &= ok
+            result.max_diff = max(result.max_diff, diff)
+            result.lines.append(f"image {i}: top-{k} {'same' if same else 'DIFFERENT'}, max |logit diff| {diff:.2e}")
+        result.lines.append(f"max |logit diff| {result.max_diff:.2e} (<= 1e-4), top-5 identical: {result.ok}")
+        return result
+    refs = reference_predict(model, onnx_model, images)
+    gots = onnx_model.predict(list(images))
+    for i, (r, g) in enumerate(zip(refs, gots)):
+        ok, worst_iou, worst_score, msg = match_detections(r, g)
+        result.ok &= ok
+        result.min_iou = min(result.min_iou, worst_iou)
+        result.max_diff = max(result.max_diff, worst_score)
+        result.lines.append(f"image {i}: {msg}{'' if ok else '  <- FAIL'}")
+    total = sum(len(r["scores"]) for r in refs)
+    result.lines.append(f"{total} detections, min IoU {result.min_iou:.4f} (>= 0.99), max score diff "
+                        f"{result.max_diff:.2e} (<= 1e-3), same counts: {result.ok}")  # fmt: skip
+    return result
