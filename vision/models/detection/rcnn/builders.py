@@ -11,6 +11,7 @@ from torchvision.models.detection import faster_rcnn as _tv_faster
 from torchvision.models.detection import mask_rcnn as _tv_mask
 from torchvision.models.detection._utils import overwrite_eps
 
+from vision.backbones._base import input_mean_std
 from vision.hub.cards import WeightsCard
 from vision.models.detection.rcnn.model import _TAGS, ARCH_DEFAULTS, FasterRCNN, MaskRCNN
 from vision.models.detection.rcnn.parts import (
@@ -20,6 +21,7 @@ from vision.models.detection.rcnn.parts import (
     fpn_stage_indices,
 )
 from vision.necks.fpn import FPN
+from vision.necks.simple_pyramid import with_simple_pyramid
 from vision.registry import MODELS
 
 __all__ = ["build_backbone_fpn", "faster_rcnn", "mask_rcnn"]
@@ -51,6 +53,8 @@ def build_backbone_fpn(
         )
     else:
         body = backbone
+    if out_indices is None:  # a single-scale body (plain ViT) gets ViTDet's simple pyramid at strides 4..32
+        body = with_simple_pyramid(body, [s for s in (4, 8, 16, 32) if s >= min_stride][-max_levels:])
     specs = list(body.specs)
     if out_indices is None:
         specs = [specs[i] for i in fpn_stage_indices(specs, min_stride=min_stride, max_levels=max_levels)]
@@ -129,6 +133,9 @@ def _assemble(
         min_stride=int(arch["min_stride"]),
         max_levels=int(arch["max_levels"]),
     )
+    mean, std = input_mean_std(body.body)  # the backbone card's, else its architecture's own
+    kwargs.setdefault("image_mean", list(mean))
+    kwargs.setdefault("image_std", list(std))
     classes, categories = _classes(num_classes, card)
     heads = _heads(body, arch, masks=masks)
     if masks:
