@@ -19,7 +19,7 @@ Paper list: https://github.com/huggingface/pytorch-image-models#models.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -117,6 +117,24 @@ class TimmFeatureExtractor(FeatureInfoMixin, nn.Module):
             for m in self._frozen_modules:
                 m.eval()
         return self
+
+    def adapt_checkpoint(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """A timm classifier's state dict (timm's own keys, or a :class:`TimmClassifier` file's ``model.`` keys) in
+        this extractor's layout: timm's feature wrappers add ``body.`` (``body.model.``) and flatten the first
+        level (``stem.0`` -> ``stem_0``). Keys with no place here (the classifier head) are left out; a checkpoint
+        of another network leaves this extractor's keys missing, which the loader reports."""
+        target = set(self.state_dict())
+        if target & set(state):
+            return dict(state)
+        out: dict[str, Tensor] = {}
+        for key, value in state.items():
+            for prefix in ("module.", "_orig_mod.", "model."):
+                key = key.removeprefix(prefix)
+            for candidate in (f"body.{key}", f"body.{key.replace('.', '_', 1)}", f"body.model.{key}"):
+                if candidate in target:
+                    out[candidate] = value
+                    break
+        return out
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         if x.dim() != 4:
