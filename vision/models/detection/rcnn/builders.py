@@ -134,14 +134,13 @@ def _assemble(
         max_levels=int(arch["max_levels"]),
     )
     mean, std = input_mean_std(body.body)  # the backbone card's, else its architecture's own
-    kwargs.setdefault("image_mean", list(mean))
-    kwargs.setdefault("image_std", list(std))
+    normalise = {"image_mean": list(mean), "image_std": list(std)}
     classes, categories = _classes(num_classes, card)
     heads = _heads(body, arch, masks=masks)
     if masks:
         heads["mask_predictor"] = _tv_mask.MaskRCNNPredictor(int(arch["mask_channels"]), 256, classes)
     kwargs.setdefault("categories", categories)
-    model = cls(body, num_classes=classes, card=card, name=name, **{**heads, **kwargs})
+    model = cls(body, num_classes=classes, card=card, name=name, **{**normalise, **heads, **kwargs})
     if bn_eps is not None:
         overwrite_eps(model, bn_eps)
     return model
