@@ -166,7 +166,8 @@ def _generic(cls: type, name: str, *, masks: bool, backbone: Any, num_classes: A
         cls, masks=masks, name=name, backbone=backbone, num_classes=num_classes, card=card,
         backbone_weights=backbone_weights, norm=resolved, bn_eps=None, arch=arch, kwargs=kwargs,
     )  # fmt: skip
-    _rebuild_kwargs(model, given, resolved)
+    normalise = {"image_mean": list(model.transform.image_mean), "image_std": list(model.transform.image_std)}
+    _rebuild_kwargs(model, {**normalise, **given}, resolved)  # the backbone's mean/std survive a rebuild
     return model
 
 
