@@ -102,6 +102,9 @@ def load_weights(
     else:
         path = Path(weights)
     state = load_state_dict_file(path)
+    adapt = getattr(model, "adapt_checkpoint", None)  # a model whose keys differ from its checkpoints' (timm features)
+    if callable(adapt):
+        state = adapt(state)
     heads = _head_prefixes(model)
     report = load_into(
         model,

@@ -1,8 +1,8 @@
 """The feature contract: the real feature maps have the declared channels and strides, at two input sizes.
 
-The stride check is exact: between inputs of sizes H and H + 64 (both multiples of 32) every stage's map grows by
-exactly 64 / stride pixels, also for networks with unpadded layers (AlexNet, Inception), whose maps are a few pixels
-smaller than H / stride.
+The stride check is exact: every map is ceil(H / stride) wide, also for networks with unpadded layers (AlexNet,
+Inception), whose raw maps the extractor resizes to the declared size (vision/backbones/_base.py), and between inputs
+of sizes H and H + 64 every stage's map grows by exactly 64 / stride pixels.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _check(backbone, sizes=(128, 192)):
         for spec in specs:
             f = feats[spec.name]
             assert f.shape[1] == spec.channels, f"{spec.name}: {f.shape[1]} channels, declared {spec.channels}"
-            assert abs(f.shape[-1] - size / spec.stride) <= 4, f"{spec.name}: width {f.shape[-1]} at {size}px"
+            assert f.shape[-1] == -(-size // spec.stride), f"{spec.name}: width {f.shape[-1]} at {size}px"
         shapes[size] = {k: v.shape[-2:] for k, v in feats.items()}
     a, b = sizes
     for spec in specs:

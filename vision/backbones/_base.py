@@ -10,6 +10,14 @@ description the same underlying torchvision/timm network becomes
 
 Both *adopt* the network's submodules under their original names, so their state dicts are the torchvision/timm
 state dicts and published weights load unchanged.
+
+Feature sizes (one rule for every backbone): a level declared at stride ``s`` is returned at exactly
+``ceil(H / s) x ceil(W / s)`` for an input ``[B, C, H, W]`` of any size. Declared strides are *nominal*: a few
+families' raw maps are not exact divisions of the input (AlexNet's and Inception v3's unpadded convolutions and
+pools, ConvNeXt's floor-rounded patchify stem), so the backbone wrapper (:meth:`FeatureExtractor.forward`,
+``TimmFeatureExtractor.forward``) resizes such a map bilinearly to the declared size (:func:`align_to_strides`);
+maps that already have that size are returned untouched, so exact families pay nothing. Necks and heads can
+therefore upsample by 2 and concatenate without depending on the input size.
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-from vision.hub.cards import WeightsCard
+from vision.hub.cards import IMAGENET_MEAN, IMAGENET_STD, WeightsCard
 
 __all__ = [
     "Family",
@@ -31,7 +40,9 @@ __all__ = [
     "FeatureSpec",
     "SpecsMixin",
     "Stage",
+    "align_to_strides",
     "freeze_batch_norm",
+    "input_mean_std",
     "level_names",
     "levels_by_stride",
     "spec_name",
@@ -40,7 +51,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """A feature map a backbone returns: ``[B, channels, ~H/stride, ~W/stride]`` under key ``name``."""
+    """A feature map a backbone returns: ``[B, channels, ceil(H/stride), ceil(W/stride)]`` under key ``name``
+    (``stride`` is nominal: see the module docstring)."""
 
     name: str
     channels: int
@@ -102,6 +114,33 @@ def levels_by_stride(
             )
         chosen.append(best)
     return tuple(chosen)
+
+
+def align_to_strides(
+    features: dict[str, Tensor], specs: Sequence[FeatureSpec], size: Sequence[int]
+) -> dict[str, Tensor]:
+    """Each map ``features[spec.name]`` at exactly ``ceil(H / stride) x ceil(W / stride)`` for an input of ``size``
+    ``(H, W)``: a map of another size is resized (bilinear), one of that size is returned as it is.
+    """
+    H, W = int(size[0]), int(size[1])
+    out: dict[str, Tensor] = {}
+    for spec in specs:
+        x = features[spec.name]
+        want = (-(-H // spec.stride), -(-W // spec.stride))
+        if tuple(x.shape[-2:]) != want:
+            x = F.interpolate(x, size=want, mode="bilinear", align_corners=False)
+        out[spec.name] = x
+    return out
+
+
+def input_mean_std(body: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The normalisation ``(mean, std)`` a backbone's weights expect: its card's, else the architecture's own
+    (``default_preprocess``, e.g. timm's ``pretrained_cfg``: 0.5/0.5 for ViTs), else ImageNet's statistics."""
+    card = getattr(body, "card", None)
+    pre = card.preprocess if card is not None else getattr(body, "default_preprocess", None)
+    if pre is None:
+        return tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
+    return tuple(float(v) for v in pre.mean), tuple(float(v) for v in pre.std)
 
 
 def stages_from(groups: Sequence[Sequence[str]], channels: Sequence[int], strides: Sequence[int]) -> list[Stage]:
@@ -215,7 +254,7 @@ class _Adopted(nn.Module):
 class FeatureExtractor(FeatureInfoMixin, _Adopted):
     """A backbone returning named multi-scale features.
 
-    ``forward(x: [B, 3, H, W] float) -> dict[name, Tensor [B, C_i, ~H/s_i, ~W/s_i]]`` for the selected stages
+    ``forward(x: [B, 3, H, W] float) -> dict[name, Tensor [B, C_i, ceil(H/s_i), ceil(W/s_i)]]`` for the selected stages
     (``out_indices``), shallow to deep. ``feature_info`` lists every stage of the network; ``specs`` the selected
     ones; ``channels`` and ``strides`` their channels and strides; ``size_divisibility`` the largest selected stride.
 
@@ -283,7 +322,8 @@ class FeatureExtractor(FeatureInfoMixin, _Adopted):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         outs = self._run_stages(x, max(self.out_indices))
-        return {self.feature_info[i].name: outs[i] for i in self.out_indices}
+        feats = {self.feature_info[i].name: outs[i] for i in self.out_indices}
+        return align_to_strides(feats, self.specs, x.shape[-2:])
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, specs={self.specs}"

@@ -3,7 +3,8 @@
 Papers: https://papers.nips.cc/paper/4824 and https://arxiv.org/abs/1404.5997.
 
 Stages end at each max-pool: ``C3``, ``C4``, ``C5`` at strides 8, 16, 32 with 64, 192, 256 channels (AlexNet's
-unpadded pools make the maps one pixel smaller than H/stride).
+unpadded pools make the raw maps a little smaller than H/stride; the strides are nominal and the extractor returns
+each map at ``ceil(H/stride)``, see :mod:`vision.backbones._base`).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Paper: https://arxiv.org/abs/1512.00567.
 
 Stages end at each stride change: ``C1`` (64 ch, after Conv2d_2b), ``C2`` (192, after Conv2d_4a), ``C3`` (288, after
 Mixed_5d), ``C4`` (768, after Mixed_6e), ``C5`` (2048, after Mixed_7c). Inception's unpadded convolutions make the
-maps a little smaller than H/stride (299 px -> 8x8 at stride 32). In training mode the classifier also computes the
-auxiliary logits on the ``C4`` map (kept for :meth:`ImageClassifier.loss`), as torchvision's model does.
+raw maps a little smaller than H/stride (299 px -> 8x8 at stride 32); the strides are nominal and the extractor
+returns each map at ``ceil(H/stride)`` (:mod:`vision.backbones._base`). In training mode the classifier also
+computes the auxiliary logits on the ``C4`` map (kept for :meth:`ImageClassifier.loss`), as torchvision's model does.
 """
 
 from __future__ import annotations

@@ -4,7 +4,12 @@ Paper list: https://github.com/huggingface/pytorch-image-models#models.
 
 - ``create_backbone("timm/<name>")`` uses timm's own ``features_only`` extraction (every timm model that supports it);
   the declared specs come from timm's ``feature_info``. Features are named ``C{log2 stride}`` when the strides are
-  distinct powers of two, else ``stage{i}``.
+  distinct powers of two, else ``C{i}_s{stride}`` (:func:`~vision.backbones._base.level_names`).
+- Any input size: models with a dynamic image size (ViT, DeiT, EVA ...) are built with timm's
+  ``dynamic_img_size=True, dynamic_img_pad=True`` (position embeddings interpolated to the input's patch grid, the
+  input padded to the patch size), and every level is returned at ``ceil(H/stride) x ceil(W/stride)`` like every
+  other backbone. A single-scale model (every level at one stride, e.g. a plain ViT) returns its last block by
+  default; the detectors put a simple feature pyramid (:mod:`vision.necks.simple_pyramid`) on it.
 - ``create_model("timm/<name>", num_classes=...)`` wraps the timm classifier (:class:`TimmClassifier`).
 - Pretrained weights: ``weights=True`` or a timm tag (``timm/resnet50.a1_in1k``) are fetched by timm itself from the
   Hugging Face hub, whose client verifies each file against the hub's SHA-256; ``weights=<path>`` loads a local file
@@ -14,12 +19,12 @@ Paper list: https://github.com/huggingface/pytorch-image-models#models.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
-from vision.backbones._base import FeatureInfoMixin, FeatureSpec, freeze_batch_norm, level_names
+from vision.backbones._base import FeatureInfoMixin, FeatureSpec, align_to_strides, freeze_batch_norm, level_names
 from vision.hub.cards import Preprocess, WeightsCard, imagenet_categories
 from vision.registry import BACKBONES, Entry
 
@@ -50,8 +55,20 @@ class TimmFeatureExtractor(FeatureInfoMixin, nn.Module):
 
         name = _timm_name(arch, pretrained)
 
+        dynamic = {"dynamic_img_size": True, "dynamic_img_pad": True}
+        if any(k in kwargs for k in (*dynamic, "img_size")):
+            dynamic = {}
+
         def make(indices: Sequence[int] | None) -> nn.Module:
+            nonlocal dynamic
             extra = {"out_indices": tuple(indices)} if indices is not None else {}
+            if dynamic:
+                try:  # only models with position embeddings take these
+                    return timm.create_model(
+                        name, pretrained=bool(pretrained), features_only=True, **extra, **dynamic, **kwargs
+                    )
+                except TypeError:
+                    dynamic = {}
             return timm.create_model(name, pretrained=bool(pretrained), features_only=True, **extra, **kwargs)
 
         wanted = None if out_indices is None else tuple(int(i) for i in out_indices)
@@ -60,7 +77,11 @@ class TimmFeatureExtractor(FeatureInfoMixin, nn.Module):
         n = len(info)
         raw = [(int(i["num_chs"]), int(i["reduction"])) for i in info]
         self.feature_info = [FeatureSpec(nm, c, s) for nm, (c, s) in zip(level_names([s for _, s in raw]), raw)]
-        resolved = tuple(range(n)) if wanted is None else tuple(i + n if i < 0 else i for i in wanted)
+        single_scale = len({s for _, s in raw}) == 1
+        if wanted is None:
+            resolved = (n - 1,) if single_scale else tuple(range(n))
+        else:
+            resolved = tuple(i + n if i < 0 else i for i in wanted)
         if not resolved or any(i < 0 or i >= n for i in resolved) or len(set(resolved)) != len(resolved):
             raise ValueError(f"timm/{arch}: out_indices must be distinct stage indices in [0, {n}), got {out_indices}")
         if norm not in ("bn", "frozen_bn"):
@@ -74,6 +95,8 @@ class TimmFeatureExtractor(FeatureInfoMixin, nn.Module):
         if norm == "frozen_bn":
             self.body = freeze_batch_norm(self.body)
         self.card = card
+        cfg = getattr(getattr(body, "pretrained_cfg", None) or getattr(body, "default_cfg", None), "copy", dict)()
+        self.default_preprocess = _card_from_cfg(cfg, body).preprocess if cfg else None
         self.name = f"{PREFIX}{arch}"
         self.pruned: tuple[str, ...] = ()
         self.frozen_stages = frozen_stages
@@ -95,11 +118,30 @@ class TimmFeatureExtractor(FeatureInfoMixin, nn.Module):
                 m.eval()
         return self
 
+    def adapt_checkpoint(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """A timm classifier's state dict (timm's own keys, or a :class:`TimmClassifier` file's ``model.`` keys) in
+        this extractor's layout: timm's feature wrappers add ``body.`` (``body.model.``) and flatten the first
+        level (``stem.0`` -> ``stem_0``). Keys with no place here (the classifier head) are left out; a checkpoint
+        of another network leaves this extractor's keys missing, which the loader reports."""
+        target = set(self.state_dict())
+        if target & set(state):
+            return dict(state)
+        out: dict[str, Tensor] = {}
+        for key, value in state.items():
+            for prefix in ("module.", "_orig_mod.", "model."):
+                key = key.removeprefix(prefix)
+            for candidate in (f"body.{key}", f"body.{key.replace('.', '_', 1)}", f"body.model.{key}"):
+                if candidate in target:
+                    out[candidate] = value
+                    break
+        return out
+
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         if x.dim() != 4:
             raise ValueError(f"{self.name} expects images [B, C, H, W], got shape {tuple(x.shape)}")
         outs = self.body(x)
-        return {self.feature_info[i].name: o for i, o in zip(self.out_indices, outs)}
+        feats = {self.feature_info[i].name: o for i, o in zip(self.out_indices, outs)}
+        return align_to_strides(feats, self.specs, x.shape[-2:])
 
 
 def _timm_name(arch: str, pretrained: bool | str) -> str:

@@ -80,6 +80,18 @@ def _cmd_info(ns: argparse.Namespace) -> int:
     print(f"source:    {entry.source}")
     with contextlib.suppress(TypeError, ValueError):
         print(f"arguments: {inspect.signature(entry.builder)}")
+    if "features" in entry.tags:  # a backbone: its declared levels, built on the meta device (nothing allocated)
+        import torch
+
+        import vision
+
+        with torch.device("meta"):
+            body = vision.create_backbone(entry.name)
+        print("levels:    name, channels, nominal stride (maps are ceil(H/stride) x ceil(W/stride))")
+        for spec in body.feature_info:
+            print(f"  {spec.name:<10} {spec.channels:>5} {spec.stride:>4}")
+        if len({s.stride for s in body.feature_info}) == 1:
+            print("  single-scale: detectors add a simple feature pyramid (neck simple_pyramid)")
     for tag, card in entry.cards.items():
         default = " (default)" if tag == entry.default_tag else ""
         print(f"\nweights {entry.name}.{tag}{default}")

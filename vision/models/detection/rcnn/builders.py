@@ -11,6 +11,7 @@ from torchvision.models.detection import faster_rcnn as _tv_faster
 from torchvision.models.detection import mask_rcnn as _tv_mask
 from torchvision.models.detection._utils import overwrite_eps
 
+from vision.backbones._base import input_mean_std
 from vision.hub.cards import WeightsCard
 from vision.models.detection.rcnn.model import _TAGS, ARCH_DEFAULTS, FasterRCNN, MaskRCNN
 from vision.models.detection.rcnn.parts import (
@@ -20,6 +21,7 @@ from vision.models.detection.rcnn.parts import (
     fpn_stage_indices,
 )
 from vision.necks.fpn import FPN
+from vision.necks.simple_pyramid import with_simple_pyramid
 from vision.registry import MODELS
 
 __all__ = ["build_backbone_fpn", "faster_rcnn", "mask_rcnn"]
@@ -51,6 +53,8 @@ def build_backbone_fpn(
         )
     else:
         body = backbone
+    if out_indices is None:  # a single-scale body (plain ViT) gets ViTDet's simple pyramid at strides 4..32
+        body = with_simple_pyramid(body, [s for s in (4, 8, 16, 32) if s >= min_stride][-max_levels:])
     specs = list(body.specs)
     if out_indices is None:
         specs = [specs[i] for i in fpn_stage_indices(specs, min_stride=min_stride, max_levels=max_levels)]
@@ -129,12 +133,14 @@ def _assemble(
         min_stride=int(arch["min_stride"]),
         max_levels=int(arch["max_levels"]),
     )
+    mean, std = input_mean_std(body.body)  # the backbone card's, else its architecture's own
+    normalise = {"image_mean": list(mean), "image_std": list(std)}
     classes, categories = _classes(num_classes, card)
     heads = _heads(body, arch, masks=masks)
     if masks:
         heads["mask_predictor"] = _tv_mask.MaskRCNNPredictor(int(arch["mask_channels"]), 256, classes)
     kwargs.setdefault("categories", categories)
-    model = cls(body, num_classes=classes, card=card, name=name, **{**heads, **kwargs})
+    model = cls(body, num_classes=classes, card=card, name=name, **{**normalise, **heads, **kwargs})
     if bn_eps is not None:
         overwrite_eps(model, bn_eps)
     return model
@@ -160,7 +166,8 @@ def _generic(cls: type, name: str, *, masks: bool, backbone: Any, num_classes: A
         cls, masks=masks, name=name, backbone=backbone, num_classes=num_classes, card=card,
         backbone_weights=backbone_weights, norm=resolved, bn_eps=None, arch=arch, kwargs=kwargs,
     )  # fmt: skip
-    _rebuild_kwargs(model, given, resolved)
+    normalise = {"image_mean": list(model.transform.image_mean), "image_std": list(model.transform.image_std)}
+    _rebuild_kwargs(model, {**normalise, **given}, resolved)  # the backbone's mean/std survive a rebuild
     return model
 
 

@@ -27,7 +27,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import MultiScaleRoIAlign
 
-from vision.backbones._base import FeatureSpec
+from vision.backbones._base import FeatureSpec, levels_by_stride
 from vision.necks.fpn import FPN
 
 __all__ = [
@@ -44,11 +44,17 @@ __all__ = [
 def fpn_stage_indices(
     feature_info: Sequence[FeatureSpec], *, min_stride: int = 4, max_levels: int = 4
 ) -> tuple[int, ...]:
-    """The deepest ``max_levels`` backbone stages with ``stride >= min_stride`` (ResNet: ``C2..C5``)."""
-    eligible = [i for i, s in enumerate(feature_info) if s.stride >= min_stride]
-    if not eligible:
+    """The FPN's levels: one per distinct declared stride ``>= min_stride``, the deepest ``max_levels`` of them
+    (ResNet: ``C2..C5``; AlexNet: ``C3..C5``), chosen by :func:`~vision.backbones._base.levels_by_stride`, the
+    stride selection every head shares (a stride several stages share gets its deepest stage).
+
+    The FPN asks for the strides the backbone has rather than a fixed ``(4, 8, 16, 32)``: it adapts to any number
+    of levels, so a body without a stride-4 stage (AlexNet, VGG's pools) still gets an FPN.
+    """
+    strides = sorted({s.stride for s in feature_info if s.stride >= min_stride})[-max_levels:]
+    if not strides:
         raise ValueError(f"no backbone stage has stride >= {min_stride}: {list(feature_info)}")
-    return tuple(eligible[-max_levels:])
+    return tuple(sorted(levels_by_stride(feature_info, strides, model="the R-CNN FPN")))
 
 
 class BackboneFPN(nn.Module):

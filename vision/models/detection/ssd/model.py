@@ -49,8 +49,8 @@ from torchvision.models.detection import ssdlite as tv_ssdlite
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.ops import boxes as box_ops
 
-from vision.backbones._base import levels_by_stride
-from vision.hub.cards import IMAGENET_MEAN, IMAGENET_STD, Preprocess, WeightsCard
+from vision.backbones._base import input_mean_std, levels_by_stride
+from vision.hub.cards import Preprocess, WeightsCard
 from vision.models._predict import detection_predict
 from vision.models.detection.common import as_image_list, check_targets, rebuild_kwargs
 from vision.necks.ssd_extra import SSDExtraLayers
@@ -376,11 +376,14 @@ def ssd(
     """
     import vision
     from vision.backbones._base import FeatureExtractor
+    from vision.necks.simple_pyramid import with_simple_pyramid
 
     common = {"weights": backbone_weights, "frozen_stages": frozen_stages, "norm": norm}
-    body = vision.create_backbone(backbone, **common)
+    body = with_simple_pyramid(vision.create_backbone(backbone, **common), (16, 32))  # single-scale (ViT)
     chosen = levels_by_stride(body.feature_info, (16, 32), model=f"ssd(backbone={backbone!r})")
-    if isinstance(body, FeatureExtractor) and max(chosen) == max(body.out_indices):
+    if tuple(body.out_indices) == chosen:
+        pass
+    elif isinstance(body, FeatureExtractor) and max(chosen) == max(body.out_indices):
         body.out_indices = chosen  # same network, fewer returned maps
     else:
         body = vision.create_backbone(backbone, out_indices=chosen, **common)
@@ -390,9 +393,9 @@ def ssd(
         aspect_ratios = [[2] if i in (0, n_maps - 2, n_maps - 1) else [2, 3] for i in range(n_maps)]
     anchors = DefaultBoxGenerator([list(a) for a in aspect_ratios])
     head = tv_ssd.SSDHead(extra.out_channels, anchors.num_anchors_per_location(), num_classes)
-    pre = body.card.preprocess if getattr(body, "card", None) is not None else None
-    kwargs.setdefault("image_mean", list(pre.mean) if pre else list(IMAGENET_MEAN))
-    kwargs.setdefault("image_std", list(pre.std) if pre else list(IMAGENET_STD))
+    mean, std = input_mean_std(body)  # the backbone card's, else its architecture's own
+    kwargs.setdefault("image_mean", list(mean))
+    kwargs.setdefault("image_std", list(std))
     model = SSD(
         extra, anchors, size=(size, size), num_classes=num_classes, head=head, name=f"ssd[{backbone}]", **kwargs
     )

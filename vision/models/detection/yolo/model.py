@@ -36,9 +36,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vision.backbones._base import levels_by_stride
+from vision.backbones._base import input_mean_std, levels_by_stride
 from vision.backbones.csp_darknet import SIZES  # importing it registers csp_darknet_n/s/m/l
-from vision.hub.cards import IMAGENET_MEAN, IMAGENET_STD, WeightsCard
+from vision.hub.cards import WeightsCard
 from vision.models._predict import detection_predict
 from vision.models.detection.common import Detections, check_targets, rebuild_kwargs
 from vision.models.detection.yolo.decode import decode_boxes, make_anchors
@@ -465,12 +465,13 @@ def yolo(
     """
     import vision
     from vision.backbones._base import FeatureExtractor
+    from vision.necks.simple_pyramid import PyramidBackbone, with_simple_pyramid
 
     common = {"weights": backbone_weights, "frozen_stages": frozen_stages, "norm": norm}
     if out_indices is not None:
         body = vision.create_backbone(backbone, out_indices=tuple(out_indices), **common)
     else:
-        body = vision.create_backbone(backbone, **common)
+        body = with_simple_pyramid(vision.create_backbone(backbone, **common), (8, 16, 32))  # single-scale (ViT)
         chosen = levels_by_stride(body.feature_info, (8, 16, 32), model=f"yolo(backbone={backbone!r})")
         if tuple(body.out_indices) != chosen:
             if isinstance(body, FeatureExtractor) and max(chosen) == max(body.out_indices):
@@ -479,9 +480,7 @@ def yolo(
                 body = vision.create_backbone(backbone, out_indices=chosen, **common)
     own = backbone.split(".")[0].startswith("csp_darknet_")
     if not own and "mean" not in kwargs:
-        pre = body.card.preprocess if getattr(body, "card", None) is not None else None
-        kwargs["mean"] = tuple(pre.mean) if pre else IMAGENET_MEAN
-        kwargs["std"] = tuple(pre.std) if pre else IMAGENET_STD
+        kwargs["mean"], kwargs["std"] = input_mean_std(body)  # the backbone card's, else its architecture's own
     width = _WIDTHS.get(size)
     model = _assemble(
         body,
@@ -494,7 +493,8 @@ def yolo(
         card=card,
         **kwargs,
     )
-    given = {"backbone": backbone, "size": size, "out_indices": list(body.out_indices), "frozen_stages": frozen_stages,
+    kept = None if isinstance(body, PyramidBackbone) else list(body.out_indices)
+    given = {"backbone": backbone, "size": size, "out_indices": kept, "frozen_stages": frozen_stages,
              "norm": norm, "neck_channels": neck_channels, "depth": depth, "reg_max": reg_max, **kwargs}  # fmt: skip
     model.rebuild_kwargs = rebuild_kwargs(given)
     return model
