@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vision.cli.common import fail
+from vision.cli.common import USER_ERRORS, fail, user_message
 from vision.utils.keys import ArgumentError, parse_overrides
 
 __all__ = ["KEYS", "main"]
@@ -227,8 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         _, ok = run(parse_overrides(argv, KEYS))
-    except (ArgumentError, OSError, ValueError, KeyError, NotImplementedError) as err:
-        fail(str(err))
+    except (*USER_ERRORS, OSError, RuntimeError, NotImplementedError) as err:  # one error line, exit 2
+        fail(user_message(err))
     if not ok:
         print("error: the exported file does not reproduce the PyTorch model (see the check above)", file=sys.stderr)
         return 1

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vision.cli.common import fail
+from vision.cli.common import USER_ERRORS, fail, user_message
 from vision.utils.keys import ArgumentError, parse_overrides
 
 __all__ = ["PRUNE_KEYS", "compression_stats", "main", "prune_model"]
@@ -317,8 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail("vision prune needs torch-pruning: pip install 'vision-zoo[compress]'")
     try:
         return _run(argv)
-    except (ArgumentError, OSError, ValueError, KeyError, RuntimeError) as err:
-        fail(str(err))
+    except (*USER_ERRORS, OSError, RuntimeError, NotImplementedError) as err:  # one error line, exit 2
+        fail(user_message(err))
     return 2
 
 

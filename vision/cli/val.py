@@ -35,7 +35,7 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from vision.cli.common import fail
+from vision.cli.common import USER_ERRORS, fail, user_message
 from vision.utils.keys import ArgumentError, parse_overrides
 
 __all__ = ["VAL_KEYS", "OnnxAsModule", "evaluate", "main"]
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         out_dir, _ = evaluate(argv)
-    except (ArgumentError, OSError, ValueError, KeyError, RuntimeError) as err:
-        fail(str(err).strip("'\""))
+    except (*USER_ERRORS, OSError, RuntimeError, NotImplementedError) as err:  # one error line, exit 2
+        fail(user_message(err))
     print(f"results saved to {out_dir}")
     return 0
