@@ -81,27 +81,33 @@ def part_yolo(ctx: PartContext) -> None:
     device = torch.device(ctx.device)
     if ctx.dry_run:
         sizes, batches, imgsz = ("n",), (1, 2), 96
-        args = SimpleNamespace(warmup=1, iters=1, train_epochs=2, train_imgsz=64, train_batch=4, fraction=0.03,
-                               workers=0)  # fmt: skip
+        args = SimpleNamespace(warmup=1, iters=1, epochs=2, train_imgsz=64, train_batch=4, fraction=0.03,
+                               workers=0, quick=False, threads=torch.get_num_threads())  # fmt: skip
     else:
         sizes, batches, imgsz = ("n", "s"), (1, 32), 640
-        args = SimpleNamespace(warmup=10, iters=50, train_epochs=3, train_imgsz=640, train_batch=16, fraction=1.0,
-                               workers=8)  # fmt: skip
+        args = SimpleNamespace(warmup=10, iters=50, epochs=3, train_imgsz=640, train_batch=16, fraction=1.0,
+                               workers=8, quick=False, threads=torch.get_num_threads())  # fmt: skip
     conf = 0.25
     ctx.record("settings", {"imgsz": imgsz, "conf": conf, "batches": list(batches), **vars(args)})
     peer = missing("ultralytics")
     if peer:
         ctx.skip("ultralytics", peer + "; our side measured alone")
+
+    def images_per_s(make: Any, size: str, b: int) -> float:  # benchmarks/yolo.py's predictors and timing
+        seconds = bench._alternate({"run": make(size, b, imgsz, conf, device)}, device, warmup=args.warmup,
+                                   iters=args.iters)["run"]  # fmt: skip
+        return b / seconds
+
     for size in sizes:
         for b in batches:
             key = f"infer.{size}.b{b}"
-            ours = ctx.attempt(f"{key}.ours", lambda s=size, b=b: bench.ours_inference(s, b, imgsz, conf, device, args))
+            ours = ctx.attempt(f"{key}.ours", lambda s=size, b=b: images_per_s(bench.ours_predictor, s, b))
             if ours is not None:
                 ctx.record(f"{key}.ours_images_per_s", ours)
             if peer:
                 continue
             theirs = ctx.attempt(
-                f"{key}.ultralytics", lambda s=size, b=b: bench.ultralytics_inference(s, b, imgsz, conf, device, args)
+                f"{key}.ultralytics", lambda s=size, b=b: images_per_s(bench.ultralytics_predictor, s, b)
             )
             if theirs is not None:
                 ctx.record(f"{key}.ultralytics_images_per_s", theirs)
@@ -112,16 +118,17 @@ def part_yolo(ctx: PartContext) -> None:
         return
     work = ctx.workdir / "yolo_train"
     work.mkdir(exist_ok=True)
-    ours = ctx.attempt("train.n.ours", lambda: bench.ours_training("n", args, device, work))
+    # seconds per epoch on the same images; the ratio ultralytics / ours is ours' images/s over theirs
+    ours = ctx.attempt("train.n.ours", lambda: bench.ours_training("n", args, device, work, "ours")[0])
     if ours is not None:
-        ctx.record("train.n.ours_images_per_s", ours)
+        ctx.record("train.n.ours_s_per_epoch", ours)
     if peer:
         return
-    theirs = ctx.attempt("train.n.ultralytics", lambda: bench.ultralytics_training("n", args, device, work))
+    theirs = ctx.attempt("train.n.ultralytics", lambda: bench.ultralytics_training("n", args, device, work, "peer")[0])
     if theirs is not None:
-        ctx.record("train.n.ultralytics_images_per_s", theirs)
+        ctx.record("train.n.ultralytics_s_per_epoch", theirs)
         if ours is not None:
-            ctx.record("train.n.ratio", ours / theirs)
+            ctx.record("train.n.ratio", theirs / ours)
 
 
 # ----------------------------------------------------------------------------------------------------------- 6. engine

@@ -32,6 +32,8 @@ def test_info_shows_the_levels_a_backbone_returns(name, capsys):
 
 
 def test_info_of_an_unknown_backbone_is_one_error_line(capsys):
-    assert main(["info", "no_such_backbone"]) == 2
+    with pytest.raises(SystemExit) as stop:  # the command line's one error line, exit 2
+        main(["info", "no_such_backbone"])
+    assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "no_such_backbone" in err[0]
