@@ -48,6 +48,7 @@ from vision.models.detection.yolo.postprocess import (
     GraphedCall,
     as_float_images,
     cached,
+    example_input,
     letterbox,
     pad_to_stride,
     split_detections,
@@ -162,7 +163,7 @@ class YOLO(nn.Module):
     def fused_network(self) -> nn.Module:
         """``backbone -> neck -> head`` with every ``Conv2d -> BatchNorm2d`` pair folded, any backbone (a
         :class:`~vision.utils.fusion.FoldedCopy`: outside the module tree, remade when a weight changes)."""
-        x = self.mean.new_zeros(1, 3, 2 * self.size_divisibility, 2 * self.size_divisibility)
+        x = example_input(self.mean, self.size_divisibility)
         cl, modules = self.channels_last_inference, [self.backbone, self.neck, self.head]
         return self._fused.get(modules, example=x, channels_last=cl, on_remake=self._graphs.clear)
 
@@ -343,7 +344,7 @@ class YOLO(nn.Module):
     def fuse(self) -> YOLO:
         """Fold every batch norm that follows a convolution into it, in place (any backbone; changes the state-dict
         keys). Eval-mode inference already runs a folded copy (:meth:`fused_network`): this only saves its memory."""
-        x = self.mean.new_zeros(1, 3, 2 * self.size_divisibility, 2 * self.size_divisibility)
+        x = example_input(self.mean, self.size_divisibility)
         fuse_conv_bn(self, lambda: self.forward_raw(x))
         self._graphs.clear()
         self._fused.clear()
@@ -373,7 +374,6 @@ class YOLO(nn.Module):
         return f"name={self.name!r}, num_classes={self.num_classes}, strides={self.strides}, imgsz={self.imgsz}"
 
 
-# ------------------------------------------------------------------------------------------------------------ builders
 _WIDTHS = {size: tuple(cfg.channels(b) for b in (256, 512, 1024)) for size, cfg in SIZES.items()}
 
 

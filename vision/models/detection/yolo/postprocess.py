@@ -28,6 +28,7 @@ __all__ = [
     "GraphedCall",
     "as_float_images",
     "cached",
+    "example_input",
     "letterbox",
     "pad_to_stride",
     "split_detections",
@@ -195,3 +196,10 @@ def cached(cache: OrderedDict[Hashable, Any], key: Hashable, make: Callable[[], 
     while len(cache) > limit:
         cache.popitem(last=False)
     return value
+
+
+def example_input(like: Tensor, stride: int, minimum: int = 128) -> Tensor:
+    """A zero image ``[1, 3, S, S]`` for tracing a network (Conv->BN pairs): ``S`` a multiple of ``stride`` and at
+    least ``minimum`` (Inception-type bodies need ~75 px and more), on ``like``'s device and dtype."""
+    side = -(-max(2 * stride, minimum) // stride) * stride
+    return like.new_zeros(1, 3, side, side)
