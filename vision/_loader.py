@@ -67,6 +67,13 @@ def find_trained_file(weights: str | os.PathLike[str] | None) -> tuple[Path, dic
     return p, meta, run
 
 
+def run_args(run: Path | None) -> dict[str, Any]:
+    """The resolved arguments a training run saved (``run/args.yaml``); ``{}`` for ``None`` (a file outside a run)."""
+    if run is None:
+        return {}
+    return dict(yaml.safe_load((Path(run) / "args.yaml").read_text(encoding="utf-8")) or {})
+
+
 def _card_from_metadata(net: nn.Module, meta: dict[str, Any], classes: list[str] | None, source: str) -> WeightsCard:
     pre = meta["preprocess"]
     return WeightsCard(
@@ -128,7 +135,7 @@ def _load_trained(path: Path, meta: dict[str, Any], run: Path | None, model: str
     from vision.hub.download import load_state_dict_file
     from vision.models.detection.common import label_offset
 
-    args = (yaml.safe_load((run / "args.yaml").read_text(encoding="utf-8")) or {}) if run is not None else {}
+    args = run_args(run)
     name = model or meta.get("model") or args.get("model")
     if not name:
         raise ValueError(f"{path} names no model in its metadata; pass model=<architecture>")

@@ -54,15 +54,14 @@ INFER_SCHEMA = {
 
 def _task_name(model: str, weights: str) -> str:
     """The task of the model named by ``model=`` or stored with ``weights=`` (a run or a file written by training)."""
-    import yaml
 
-    from vision._loader import find_trained_file
+    from vision._loader import find_trained_file, run_args
     from vision.registry import resolve_entry
 
     found = find_trained_file(weights) if weights else None
     if found is not None:
         _, meta, run = found
-        args = (yaml.safe_load((run / "args.yaml").read_text(encoding="utf-8")) or {}) if run is not None else {}
+        args = run_args(run)
         task = meta.get("task") or args.get("task")
         if task:
             return str(task)

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor, nn
 
 from vision.cli.common import USER_ERRORS, fail, user_message
@@ -97,7 +96,7 @@ def _load_onnx(path: str) -> Any:
 
 def _run_args(args: dict[str, Any], onnx_model: Any | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The training arguments to rebuild the validation split with, and the weights' metadata."""
-    from vision._loader import find_trained_file
+    from vision._loader import find_trained_file, run_args
     from vision.engine.config import resolve_args
     from vision.registry import resolve_entry
 
@@ -116,7 +115,7 @@ def _run_args(args: dict[str, Any], onnx_model: Any | None) -> tuple[dict[str, A
     if found is not None:
         _, meta, run_dir = found
         if run_dir is not None:
-            run = yaml.safe_load((run_dir / "args.yaml").read_text(encoding="utf-8")) or {}
+            run = run_args(run_dir)
             if model:
                 run["model"] = model
             return run, meta
