@@ -369,6 +369,17 @@ def test_multiclass_reference_matches_loop(setting: tuple, nms_helpers: type) ->
     assert len(multiclass_nms(boxes, scores, backend="reference", **kw)) == 4
 
 
+@pytest.mark.parametrize("topk", [1, 37, 100])
+def test_multiclass_reference_topk_ties_at_the_cut(topk: int, nms_helpers: type) -> None:
+    # scores on a coarse grid: many candidates share the k-th score, so which of them enter NMS is decided by the
+    # tie rule (lower n * C + c first), as the loop reference does it with a full stable sort
+    boxes, scores = _detector_batch(2, 60, 3, seed=11)
+    scores = (scores * 4).round() / 4
+    kw = {"score_threshold": 0.1, "iou_threshold": 0.5, "max_det": 100, "pre_nms_topk": topk}
+    out = multiclass_nms(boxes, scores, return_indices=True, backend="reference", **kw)
+    _check_multiclass(out, boxes, scores, nms_helpers.loop_multiclass_reference(boxes, scores, **kw), 100)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_multiclass_half_precision(dtype: torch.dtype, nms_helpers: type) -> None:
     boxes, scores = _detector_batch(2, 50, 4, seed=5)
