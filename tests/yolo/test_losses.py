@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou, complete_box_iou
 
-from vision.models.detection.yolo.assigner import task_aligned_assign
+from vision.models.detection.yolo.assigner import candidate_overlaps, task_aligned_assign
 from vision.models.detection.yolo.decode import decode_boxes, make_anchors, side_distances
 from vision.models.detection.yolo.loss import dfl_loss, yolo_loss
 from vision.ops.iou import paired_ciou, paired_iou
@@ -123,6 +123,27 @@ def test_assigner_conflict_goes_to_highest_iou_and_padding_is_ignored():
     # A keeps anchor 0 only: t_hat 1. B: t1 = 0.5^0.5 * 1, t2 = 0.5^0.5 * 0.5^6 -> t_hat (1, 0.5^6) (max IoU 1)
     expected = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.5**6], [0.0, 0.0]]])
     assert torch.allclose(t.scores, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("iou", ["ciou", "iou"])
+def test_candidate_overlaps_sparse_equals_dense_and_torchvision(iou: str):
+    # the CPU computes only the candidate pairs; the result must be the dense computation masked, whose values
+    # torchvision's complete_box_iou / box_iou give
+    g = torch.Generator().manual_seed(3)
+    B, M, N = 2, 5, 40
+    gt = torch.rand(B, M, 2, generator=g) * 50
+    gt = torch.cat([gt, gt + 5 + torch.rand(B, M, 2, generator=g) * 30], -1)
+    near = torch.randint(0, M, (B, N), generator=g)  # each prediction jitters one of the boxes
+    pred = gt.gather(1, near[..., None].expand(B, N, 4)) + torch.randn(B, N, 4, generator=g) * 3
+    pred[..., 2:] = torch.maximum(pred[..., 2:], pred[..., :2] + 1)
+    candidate = torch.rand(B, M, N, generator=g) < 0.5
+    sparse = candidate_overlaps(gt, pred, candidate, iou=iou, sparse=True)
+    dense = candidate_overlaps(gt, pred, candidate, iou=iou, sparse=False)
+    torch.testing.assert_close(sparse, dense, rtol=0, atol=1e-6)
+    ref_fn = complete_box_iou if iou == "ciou" else box_iou
+    ref = torch.stack([ref_fn(gt[b], pred[b]) for b in range(B)]).clamp(min=0) * candidate
+    torch.testing.assert_close(sparse, ref, rtol=1e-4, atol=1e-5)
+    assert int((sparse > 0).sum()) > 10 and not bool(sparse[~candidate].any())
 
 
 def test_assigner_without_ground_truth():

@@ -89,13 +89,18 @@ class NanGuard:
         optimiser steps."""
         spare = 0 if self._good is None else 1 - self._good
         slot = self._slots[spare]
+        dst: list[torch.Tensor] = []
+        src: list[torch.Tensor] = []
         for name, module in self.modules.items():
             held_all = slot.setdefault(name, {})
-            for key, value in module.state_dict().items():
+            for key, value in module.state_dict(keep_vars=True).items():
                 held = held_all.get(key)
                 if held is None or held.shape != value.shape or held.dtype != value.dtype:
                     held = held_all[key] = torch.empty(value.shape, dtype=value.dtype, pin_memory=self.pin_memory)
-                held.copy_(value.detach(), non_blocking=self.pin_memory)
+                dst.append(held)
+                src.append(value.detach())
+        if dst:  # one multi-tensor copy (hundreds of small tensors: the per-tensor loop cost ~15 ms a step on the CPU)
+            torch._foreach_copy_(dst, src, non_blocking=self.pin_memory)
         self._info[spare] = {"epoch": epoch, "iteration": iteration, "step": step}
 
     def commit(self) -> None:

@@ -87,7 +87,8 @@ class Trainer:
             raise ValueError(f"amp={self.args['amp']!r} is not one of auto, off, bf16, fp16")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         cl = self.args["channels_last"]
-        self.channels_last = cuda if cl == "auto" else bool(cl)
+        # auto: on CUDA always; on the CPU for models that say they run faster so (``prefers_channels_last``)
+        self.channels_last: bool | None = (True if cuda else None) if cl == "auto" else bool(cl)
         if self.args["deterministic"]:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
@@ -148,6 +149,8 @@ class Trainer:
         model = self.task.build_model()
         freeze_parameters(self.args.get("freeze") or 0, model)
         model.to(self.device)
+        if self.channels_last is None:
+            self.channels_last = bool(getattr(model, "prefers_channels_last", False))
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         if self.args["sync_bn"] and self.dist.enabled:

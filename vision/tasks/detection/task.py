@@ -14,7 +14,8 @@ Data (``data=``):
 
 Augmentation (``augment.name=``): ``detection_train`` (albumentations on the CPU workers, the other ``augment.*`` keys
 are its arguments, letterboxing to ``imgsz``), ``gpu`` (:class:`~vision.data.GpuAugment` on the batch in
-:meth:`DetectionTask.prepare_batch`: the CPU only decodes; ``augment.mosaic`` etc.; mosaic is switched off for the last
+:meth:`DetectionTask.prepare_batch`: the CPU workers only decode and shrink images larger than ``imgsz``
+(``detection_shrink``); ``augment.mosaic`` etc.; mosaic is switched off for the last
 ``close_mosaic`` epochs) or ``none``. Validation images are the original ones: every detector resizes internally and
 returns boxes in input pixels, so predictions are compared with the original annotations.
 
@@ -160,7 +161,10 @@ class DetectionTask(Task):
 
         name, aug = self._augment()
         size = int(self.args["imgsz"])
-        train_t = build_transform("detection_train", size=size, **aug) if name == "detection_train" else None
+        if name == "detection_train":
+            train_t = build_transform("detection_train", size=size, **aug)
+        else:  # the batch augmenter gets images already shrunk to imgsz in the loader workers (uint8, OpenCV)
+            train_t = build_transform("detection_shrink", size=size) if name == "gpu" else None
         masks = self._wants_masks()
         data = self.args.get("data") or "synthetic"
         offered = {"transform": train_t, "masks": masks}

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from vision.ops.iou import paired_ciou, paired_iou
 
-__all__ = ["AssignedTargets", "task_aligned_assign"]
+__all__ = ["AssignedTargets", "candidate_overlaps", "task_aligned_assign"]
 
 
 @dataclass
@@ -47,6 +47,32 @@ class AssignedTargets:
     boxes: Tensor
     scores: Tensor
     gt_index: Tensor
+
+
+def candidate_overlaps(
+    gt_boxes: Tensor, pred_boxes: Tensor, candidate: Tensor, *, iou: str = "ciou", sparse: bool | None = None
+) -> Tensor:
+    """Overlap (CIoU clamped at 0, or IoU) of every ground-truth box with every predicted box where ``candidate``,
+    else 0.
+
+    Args:
+        gt_boxes: ``[B, M, 4]`` and pred_boxes: ``[B, N, 4]``, ``xyxy``.
+        candidate: bool ``[B, M, N]``.
+        iou: ``"ciou"`` or ``"iou"``.
+        sparse: compute only the candidate pairs (a few % of them: an anchor lies inside few boxes), which costs a
+            host sync for their count; default: on the CPU (where the sync is free), dense on other devices (no
+            data-dependent shapes: CUDA graphs and ``torch.compile`` keep working). Both give the same values.
+
+    Returns:
+        float ``[B, M, N]``.
+    """
+    fn = paired_ciou if iou == "ciou" else paired_iou
+    if sparse if sparse is not None else candidate.device.type == "cpu":
+        b, m, n = candidate.nonzero(as_tuple=True)
+        out = torch.zeros(candidate.shape, dtype=pred_boxes.dtype, device=pred_boxes.device)
+        out[b, m, n] = fn(gt_boxes[b, m], pred_boxes[b, n]).clamp(min=0)
+        return out
+    return fn(gt_boxes[:, :, None, :], pred_boxes[:, None, :, :]).clamp(min=0) * candidate
 
 
 @torch.no_grad()
@@ -105,9 +131,7 @@ def task_aligned_assign(
     deltas = torch.cat([xy - gt_boxes[:, :, None, :2], gt_boxes[:, :, None, 2:] - xy], -1)  # [B, M, N, 4]
     candidate = (deltas.amin(-1) > eps) & gt_valid[:, :, None]
     # 2. alignment metric t = s^alpha * u^beta on the candidates
-    overlap_fn = paired_ciou if iou == "ciou" else paired_iou
-    overlaps = overlap_fn(gt_boxes[:, :, None, :], pred_boxes[:, None, :, :]).clamp(min=0)  # [B, M, N]
-    overlaps = overlaps * candidate
+    overlaps = candidate_overlaps(gt_boxes, pred_boxes, candidate, iou=iou)  # [B, M, N]
     cls_scores = pred_scores.gather(2, labels[:, None, :].expand(B, N, M)).transpose(1, 2)  # [B, M, N]
     align = cls_scores.pow(alpha) * overlaps.pow(beta) * candidate
     # 3. the top-k candidates of each box (with a positive metric)
