@@ -168,3 +168,25 @@ def test_workers_do_not_repeat_each_others_augmentations() -> None:
     loader = torch.utils.data.DataLoader(_Same(t), batch_size=1, num_workers=2)
     first_of_each_worker = list(loader)[:2]  # worker 0 -> index 0, worker 1 -> index 1
     assert not torch.equal(first_of_each_worker[0], first_of_each_worker[1])
+
+
+def test_detection_shrink_scales_boxes_and_masks_and_never_upscales() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    masks = np.zeros((2, 240, 320), np.uint8)
+    masks[0, 40:120, 60:200] = 1
+    masks[1, 150:230, 10:90] = 1
+    target = {"boxes": masks_to_boxes(masks), "labels": np.array([1, 2]), "masks": masks}
+    out, t = build_transform("detection_shrink", size=160)(image, target)
+    assert out.dtype == torch.uint8 and tuple(out.shape) == (3, 120, 160)
+    # boxes scale by exactly 1/2; the shrunk masks' tight boxes agree with them to a pixel
+    np.testing.assert_allclose(t["boxes"].numpy(), target["boxes"] / 2, atol=1e-5)
+    assert tuple(t["masks"].shape) == (2, 120, 160)
+    np.testing.assert_allclose(masks_to_boxes(t["masks"].numpy()), t["boxes"].numpy(), atol=1.0)
+    assert torch.equal(t["labels"], torch.tensor([1, 2]))
+    # area interpolation: each output pixel is the mean of a 2x2 block (what OpenCV's INTER_AREA gives at 1/2)
+    block = image[:2, :2].reshape(-1, 3).mean(0)
+    np.testing.assert_allclose(out[:, 0, 0].numpy(), block, atol=1.0)
+    small, t2 = build_transform("detection_shrink", size=640)(image, target)  # larger than the image: unchanged
+    assert tuple(small.shape) == (3, 240, 320) and np.array_equal(small.permute(1, 2, 0).numpy(), image)
+    np.testing.assert_array_equal(np.asarray(t2["boxes"]), target["boxes"])

@@ -21,7 +21,7 @@ from vision.hub.metadata import read_safetensors_metadata
 from vision.tasks.detection.coco_eval import STAT_NAMES, coco_from_dataset, run_cocoeval
 from vision.tasks.detection.data import load_data_spec
 from vision.tasks.detection.infer import _Runner, resolve_classes
-from vision.tasks.detection.task import DetectionTask
+from vision.tasks.detection.task import AugmentedBatch, DetectionTask
 
 from .conftest import TINY_RCNN
 
@@ -265,3 +265,24 @@ def test_gpu_augment_mosaic_closes_for_the_last_epochs():
     assert _same_batches(closed, plain.prepare_batch(batch, cpu, train=True))
     val_images, val_targets = task.prepare_batch(batch, torch.device("cpu"), train=False)
     assert val_images.dtype == torch.float32 and torch.equal(val_targets[0]["labels"], batch[1][0]["labels"])
+
+
+def test_cpu_training_augments_in_the_loader_workers_with_the_same_batches():
+    # on the CPU with workers, the batch augmenter runs inside the loader workers (the train collate function);
+    # the batch must be exactly the one the training process would have made, and validation is never augmented
+    args = [*COMMON, *_model_args("faster_rcnn"), "augment.name=gpu", "augment.mosaic=1.0", "epochs=3"]
+    task = DetectionTask(resolve_args(args))
+    train, _ = task.build_datasets()
+    cpu = torch.device("cpu")
+    assert task.train_collate_fn(cpu, 0) is task.collate_fn()  # no workers: augmented in the training process
+    collate = task.train_collate_fn(cpu, 1)
+    samples = [train[i] for i in range(3)]
+    task.on_epoch_start(1, None)
+    in_main = task.prepare_batch(task.collate_fn()(samples), cpu, train=True)
+    made = collate(samples)
+    assert isinstance(made, AugmentedBatch) and made.images.dtype == torch.float32  # augmented in the worker
+    from_worker = task.prepare_batch(made, cpu, train=True)
+    assert _same_batches(in_main, from_worker)
+    assert from_worker[0].dtype == torch.float32 and from_worker[0].shape == (3, 3, 128, 128)
+    task.on_epoch_start(2, None)  # another epoch, other augmentations
+    assert not _same_batches(from_worker, task.prepare_batch(collate(samples), cpu, train=True))

@@ -105,6 +105,12 @@ class Task:
         """The DataLoader collate function (``None``: PyTorch's default)."""
         return None
 
+    def train_collate_fn(self, device: torch.device, workers: int) -> Callable[[list[Any]], Any] | None:
+        """The training loader's collate function (default: :meth:`collate_fn`). With ``workers > 0`` a task may move
+        per-batch work here (e.g. batch augmentation when training on the CPU), to run in the loader workers beside
+        the training step instead of before it."""
+        return self.collate_fn()
+
     def build_model(self) -> nn.Module:
         """The model, with pretrained weights loaded as ``args["weights"]`` asks."""
         raise NotImplementedError

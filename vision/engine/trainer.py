@@ -136,8 +136,9 @@ class Trainer:
             "worker_init_fn": single_threaded_worker if workers else None,
         }
         self.train_loader = DataLoader(
-            self.train_set, batch_size=self.local_batch, sampler=self.sampler, drop_last=True, **common
-        )
+            self.train_set, batch_size=self.local_batch, sampler=self.sampler, drop_last=True,
+            **{**common, "collate_fn": self.task.train_collate_fn(self.device, workers)},
+        )  # fmt: skip
         self.val_loader = None
         if val_ds is not None and len(val_ds) > 0:
             indices = list(range(self.dist.rank, len(val_ds), world))

@@ -43,7 +43,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -76,6 +76,32 @@ def _is_main() -> bool:
 def _seed_of(*parts: Any) -> int:
     digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+class AugmentedBatch(NamedTuple):
+    """A training batch augmented in a loader worker: float images ``[B, 3, S, S]`` and the augmenter's targets."""
+
+    images: Tensor
+    targets: Any
+
+
+class _AugmentInWorkers:
+    """Collate + batch augmentation, called inside the loader workers (training on the CPU with ``workers > 0``).
+
+    The augmenter then runs beside the training step, as a CPU data pipeline does, instead of before each step in
+    the training process. The workers are started at every epoch (the loader is not persistent), so they see the
+    task's current epoch and mosaic state; the augmentation of a batch is seeded by (seed, epoch, image ids) as in
+    the training process, so the two places give the same batches.
+    """
+
+    def __init__(self, task: DetectionTask) -> None:
+        self.task = task
+
+    def __call__(self, samples: list[Any]) -> AugmentedBatch:
+        from vision.data import detection_collate
+
+        images, targets = detection_collate(samples)
+        return AugmentedBatch(*self.task._augment_batch(images, targets, torch.device("cpu")))
 
 
 @register_task
@@ -223,25 +249,37 @@ class DetectionTask(Task):
         gen.manual_seed(_seed_of(self.args.get("seed", 0), self._epoch, ids))
         return gen
 
+    def train_collate_fn(self, device: torch.device, workers: int) -> Any:
+        """Training on the CPU with workers and ``augment.name=gpu``: the batch augmenter runs in the loader workers
+        (:class:`_AugmentInWorkers`), beside the training step; elsewhere :meth:`collate_fn`."""
+        if self._gpu_aug is None or device.type != "cpu" or workers <= 0:
+            return self.collate_fn()
+        return _AugmentInWorkers(self)
+
+    def _augment_batch(self, images: Any, targets: list[dict[str, Any]], device: torch.device) -> tuple[Any, Any]:
+        aug = self._gpu_aug_closed if self._mosaic_off and self._gpu_aug_closed is not None else self._gpu_aug
+        assert aug is not None
+        aug = aug.to(device)
+        uint8 = images.dtype == torch.uint8 if isinstance(images, Tensor) else images[0].dtype == torch.uint8
+        if not uint8:
+            raise ValueError("augment.name=gpu expects uint8 images from the data set (no CPU transform)")
+        # a model whose loss takes padded targets gets them as the augmenter makes them (padded once, no unpad)
+        output = "padded" if getattr(self.model, "accepts_padded_targets", False) else "list"
+        return aug(images, targets, generator=self._generator(device, targets), output=output)
+
     def prepare_batch(self, batch: Any, device: torch.device, *, train: bool) -> Any:
         """``(images, targets)`` on ``device``: images float in [0, 1] (GPU-augmented when ``augment.name=gpu``),
         targets with data-set labels (the model's label offset is applied in :meth:`compute_loss`)."""
+        if isinstance(batch, AugmentedBatch):  # augmented in a loader worker already
+            return batch.images.to(device), move_to(batch.targets, device)
         images, targets = batch
         if isinstance(images, Tensor):
             images = images.to(device, non_blocking=True)
         else:
             images = [i.to(device, non_blocking=True) for i in images]
         targets = [move_to(t, device) for t in targets]
-        aug = self._gpu_aug_closed if self._mosaic_off and self._gpu_aug_closed is not None else self._gpu_aug
-        if train and aug is not None:
-            aug = aug.to(device)
-            uint8 = images.dtype == torch.uint8 if isinstance(images, Tensor) else images[0].dtype == torch.uint8
-            if not uint8:
-                raise ValueError("augment.name=gpu expects uint8 images from the data set (no CPU transform)")
-            # a model whose loss takes padded targets gets them as the augmenter makes them (padded once, no unpad)
-            output = "padded" if getattr(self.model, "accepts_padded_targets", False) else "list"
-            images, targets = aug(images, targets, generator=self._generator(device, targets), output=output)
-            return images, targets
+        if train and self._gpu_aug is not None:
+            return self._augment_batch(images, targets, device)
         if isinstance(images, Tensor) and images.dtype == torch.uint8:
             return images.float().div_(255.0), targets
         if isinstance(images, list):
