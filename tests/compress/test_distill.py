@@ -29,6 +29,21 @@ def test_score_kd_loss_is_zero_for_equal_scores_and_masked():
     assert float(score_kd_loss(torch.zeros_like(t), t, mask, temperature=2.0)) > 0
 
 
+def test_score_kd_loss_with_weights_is_the_weighted_mean_of_per_anchor_terms():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(1, 4, 3, generator=g), torch.randn(1, 4, 3, generator=g)
+    per_anchor = torch.stack(
+        [score_kd_loss(s[:, i : i + 1], t[:, i : i + 1], torch.ones(1, 1, dtype=torch.bool), temperature=2.0)
+         for i in range(4)]
+    )  # fmt: skip
+    w = torch.tensor([[1.0, 0.5, 0.0, 0.25]])
+    expected = (per_anchor * w[0]).sum() / w.sum()
+    assert float(score_kd_loss(s, t, w, temperature=2.0)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(score_kd_loss(s, t, w.bool(), temperature=2.0)) == pytest.approx(
+        float(per_anchor[[0, 1, 3]].mean()), rel=1e-5
+    )
+
+
 def _classifier(seed: int, num_classes: int = 4) -> torch.nn.Module:
     torch.manual_seed(seed)
     return torch.nn.Sequential(

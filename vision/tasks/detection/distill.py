@@ -1,9 +1,12 @@
 """Knowledge distillation for YOLO detectors: class-score distillation on the assigned anchors, plus optional
 feature imitation on the neck levels.
 
-- **Class scores**: on the anchors the task-aligned assigner makes positive for the student, the student's class
-  probabilities learn the teacher's, softened by ``T``: ``T^2 * BCE(sigmoid(s / T), sigmoid(t / T))`` summed over
-  classes, averaged over the positive anchors, weighted by ``distill.alpha`` (the student keeps its own box, class and
+- **Class scores**: the student's class probabilities learn the teacher's, softened by ``T``: ``T^2 * BCE(sigmoid(s
+  / T), sigmoid(t / T))`` summed over classes, on the anchors where an object is: each anchor weighs ``max(positive,
+  teacher's top probability, student's top probability)`` (1 on the anchors the task-aligned assigner makes positive
+  for the student; elsewhere as much as either detector believes in an object there, so the teacher also corrects
+  the student's false positives and confirms objects the assignment missed; the thousands of empty background
+  anchors weigh ~0), averaged with these weights, times ``distill.alpha`` (the student keeps its own box, class and
   DFL losses). Both detectors see the same prepared batch, so their anchors coincide (same strides 8/16/32).
 - **Feature imitation** (``distill.features > 0``; FitNets https://arxiv.org/abs/1412.6550): each student neck
   level goes through a 1x1 convolution to the teacher's width and matches the teacher's level (standardised per
@@ -37,11 +40,12 @@ def score_kd_loss(student: Tensor, teacher: Tensor, mask: Tensor, *, temperature
 
     Args:
         student, teacher: class logits ``[B, N, K]``.
-        mask: bool ``[B, N]``, the anchors to distil.
+        mask: ``[B, N]``, the anchors to distil: bool, or float weights in [0, 1].
         temperature: softening temperature ``T > 0``.
 
     Returns:
-        ``T^2 * sum_k BCE(s_k / T, sigmoid(t_k / T))`` averaged over the masked anchors (0 without any).
+        ``T^2 * sum_k BCE(s_k / T, sigmoid(t_k / T))`` averaged over the anchors with the mask's weights (0 without
+        any), minus the targets' entropy (so equal scores give 0).
     """
     T = float(temperature)
     target = (teacher.float() / T).sigmoid()
@@ -130,9 +134,9 @@ class YoloDistiller:
                 alpha=model.alpha,
                 beta=model.beta,
             )
-            losses["kd"] = self.alpha * score_kd_loss(
-                cls_logits, t_cls, assigned.foreground, temperature=self.temperature
-            )
+            objectness = torch.maximum(t_cls.float().sigmoid().amax(-1), cls_logits.detach().float().sigmoid().amax(-1))
+            weight = torch.maximum(assigned.foreground.float(), objectness)
+            losses["kd"] = self.alpha * score_kd_loss(cls_logits, t_cls, weight, temperature=self.temperature)
         adapters = getattr(model, ADAPTERS, None)
         if self.features > 0 and adapters is not None:
             terms = []
