@@ -19,11 +19,14 @@ def test_cpu_training_keeps_a_core_for_the_step():
     assert cpu_workers(cores + 6, torch.device("cuda"), said.append) == cores + 6  # workers feed the GPU
 
 
-def test_worker_init_makes_torch_and_opencv_single_threaded():
+def test_worker_init_makes_torch_single_threaded_and_opencv_is_set_before_the_fork():
     threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
     try:
         single_threaded_worker(0)
-        assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
+        assert torch.get_num_threads() == 1
+        cv2.setNumThreads(2)
+        cpu_workers(1, torch.device("cpu"), print)  # with workers: one OpenCV thread here, inherited by the children
+        assert cv2.getNumThreads() == 1
     finally:
         torch.set_num_threads(threads)
         cv2.setNumThreads(cv_threads)

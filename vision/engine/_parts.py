@@ -59,20 +59,33 @@ def freeze_parameters(freeze: int | str | list[str], model: nn.Module) -> None:
 
 def cpu_workers(requested: int, device: torch.device, log: Callable[[str], Any]) -> int:
     """Data-loader workers for training on ``device``: on the CPU at most ``cores - 1`` (the cores this process may
-    run on), so that workers never take the cores the training step's threads run on; says so when it lowers it."""
-    if device.type != "cpu":
-        return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if requested >= cores:
-        log(f"workers={requested} on {cores} CPU cores, training on the CPU: using {cores - 1}")
-        return cores - 1
-    return requested
+    run on), so that workers never take the cores the training step's threads run on; says so when it lowers it.
+    With workers, this process is made ready to fork them (:func:`opencv_before_fork`)."""
+    workers = requested
+    if device.type == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if requested >= cores:
+            log(f"workers={requested} on {cores} CPU cores, training on the CPU: using {cores - 1}")
+            workers = cores - 1
+    if workers > 0:
+        opencv_before_fork()
+    return workers
 
 
 def single_threaded_worker(_worker_id: int) -> None:
-    """``worker_init_fn`` of data loaders: one thread each for torch and OpenCV inside a worker process, so that
-    ``workers`` processes never start ``workers x cores`` spinning threads beside the training step."""
+    """``worker_init_fn`` of data loaders: one torch thread inside a worker process, so that ``workers`` processes
+    never start ``workers x cores`` spinning threads beside the training step (OpenCV: :func:`opencv_before_fork`)."""
     torch.set_num_threads(1)
+
+
+def opencv_before_fork() -> None:
+    """One OpenCV thread in this process, set before loader workers are forked (they inherit it).
+
+    Not in the worker: a forked child calling ``cv2.setNumThreads`` waits forever for the threads of the pool the
+    parent had started (e.g. by drawing the validation samples), which do not exist in the child -- a training run
+    hung at its second epoch that way. Set in the parent, no pool is ever started, and the children's OpenCV calls
+    (decoding, resizing) run single-threaded.
+    """
     with contextlib.suppress(ImportError):
         import cv2
 
