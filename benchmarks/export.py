@@ -10,7 +10,9 @@ installed (it is not a dependency: otherwise that row is skipped).
 
 Same threads for torch and onnxruntime (``--threads``), same images (BCCD val when present, else scikit-image
 photos), median of ``--runs`` after ``--warmup``. Prints the medians, the ratios, the agreement of each file with
-the eager model and the load average (the machine may be shared: read the ratios, not the absolute times).
+the eager model and the load average (the machine may be shared: read the ratios, not the absolute times). A second
+table times the graph / network alone, without the letterbox or eval transform (Lite0's antialiased resize of a
+large photo costs more than the network itself).
 
     python benchmarks/export.py --threads 2
     python benchmarks/export.py --yolo runs/detection/train --runs 50
@@ -46,6 +48,12 @@ def _median_ms(fn: Callable[[], Any], runs: int, warmup: int) -> float:
     return statistics.median(times) * 1e3
 
 
+def _medians_ms(fns: dict[str, Callable[[], Any]], runs: int, warmup: int) -> dict[str, float]:
+    """:func:`_median_ms` of each function, one after the other (not interleaved: torch's and onnxruntime's threads
+    keep spinning a while after a call, interleaved calls would time each other's threads)."""
+    return {name: _median_ms(fn, runs, warmup) for name, fn in fns.items()}
+
+
 def _images(n: int) -> list[torch.Tensor]:
     """uint8 ``[3, H, W]`` real images: BCCD val when found, else scikit-image / scikit-learn sample photos."""
     from vision.cli.export import _sample_photos
@@ -66,18 +74,20 @@ def bench_yolo(args: argparse.Namespace, tmp: Path) -> None:
     fp32 = load_onnx(path, threads=args.threads)
     q = quantize_int8(path, tmp / "yolo.int8.onnx", [fp32.prepare([c])[0].numpy() for c in calib])
     int8 = load_onnx(q, threads=args.threads)
+    x = fp32.prepare([image])[0].numpy()
     with torch.no_grad():
         eager_fn = lambda: model.predict([image], imgsz=args.imgsz, score_threshold=args.conf)  # noqa: E731
-        rows = {
-            "eager": _median_ms(eager_fn, args.runs, args.warmup),
-            "onnx fp32": _median_ms(lambda: fp32.predict([image]), args.runs, args.warmup),
-            "onnx int8": _median_ms(lambda: int8.predict([image]), args.runs, args.warmup),
-        }
+        rows = _medians_ms({"eager": eager_fn, "onnx fp32": lambda: fp32.predict([image]),
+                            "onnx int8": lambda: int8.predict([image])}, args.runs, args.warmup)  # fmt: skip
+        files = {"onnx fp32": fp32, "onnx int8": int8}
+        graph = _medians_ms({k: lambda m=m: m.session.run(None, {m.input_name: x}) for k, m in files.items()},
+                            args.runs, args.warmup)  # fmt: skip
         ref = model.predict([image], imgsz=args.imgsz, score_threshold=args.conf)[0]
     ultra = _ultralytics_row(args, image, tmp)
     if ultra is not None:
         rows["ultralytics onnx + NMS"] = ultra
     _print(f"YOLO-n {args.imgsz} px, batch 1", rows, "onnx fp32")
+    _print("  the graph alone (letterboxed input, no letterbox)", graph, "onnx fp32")
     for name, m in (("onnx fp32", fp32), ("onnx int8", int8)):
         got = m.predict([image])[0]
         ok, _, _, msg = match_detections(ref, got)
@@ -126,15 +136,17 @@ def bench_lite0(args: argparse.Namespace, tmp: Path) -> None:
     q = quantize_int8(path, tmp / "lite0.int8.onnx", [t(im)[None].numpy() for im in imgs[1:]])
     int8 = load_onnx(q, threads=args.threads)
     image = imgs[0]
+    x1 = t(image)[None]
     with torch.no_grad():
-        rows = {
-            "eager": _median_ms(lambda: model.predict(t(image)[None]), args.runs, args.warmup),
-            "onnx fp32": _median_ms(lambda: fp32.predict(t(image)[None]), args.runs, args.warmup),
-            "onnx int8": _median_ms(lambda: int8.predict(t(image)[None]), args.runs, args.warmup),
-        }
+        rows = _medians_ms({"eager": lambda: model.predict(t(image)[None]),
+                            "onnx fp32": lambda: fp32.predict(t(image)[None]),
+                            "onnx int8": lambda: int8.predict(t(image)[None])}, args.runs, args.warmup)  # fmt: skip
+        net = _medians_ms({"eager": lambda: model(x1), "onnx fp32": lambda: fp32(x1), "onnx int8": lambda: int8(x1)},
+                          args.runs, args.warmup)  # fmt: skip
         x = torch.stack([t(im) for im in imgs])
         ref = model(x)
     _print("EfficientNet-Lite0 224 px, batch 1", rows, "onnx fp32")
+    _print("  the network alone (transformed input, no eval transform)", net, "onnx fp32")
     for name, m in (("onnx fp32", fp32), ("onnx int8", int8)):
         logits = m(x)
         same = (logits.argmax(-1) == ref.argmax(-1)).float().mean().item()

