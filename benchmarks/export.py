@@ -20,6 +20,10 @@ large photo costs more than the network itself).
 
 from __future__ import annotations
 
+# isort: off
+import vision._openmp  # before torch: eager PyTorch runs with the OpenMP wait policy vision sets
+
+# isort: on
 import argparse
 import importlib.util
 import os

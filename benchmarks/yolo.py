@@ -28,6 +28,10 @@ only our side runs (ratios are skipped).
 
 from __future__ import annotations
 
+# isort: off
+import vision._openmp  # before torch: both sides run with the OpenMP wait policy vision sets
+
+# isort: on
 import argparse
 import contextlib
 import csv
