@@ -183,3 +183,22 @@ def test_cli_exits_1_when_the_check_fails(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(vision.deploy, "check_export", lambda *a: CheckResult(ok=False, lines=["image 0: x"]))
     code = main(["export", "model=resnet18", f"file={tmp_path / 'r.onnx'}", "check_images=1"])
     assert code == 1 and "onnxruntime check: FAIL" in capsys.readouterr().out
+
+
+def test_match_detections_accepts_only_true_nms_near_ties():
+    from vision.deploy.check import match_detections
+
+    def dets(boxes, scores, labels):
+        return {"boxes": torch.tensor(boxes, dtype=torch.float32), "scores": torch.tensor(scores),
+                "labels": torch.tensor(labels)}  # fmt: skip
+
+    ref = dets([[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.4], [0, 1])
+    assert match_detections(ref, dets([[0, 0, 10, 10], [50, 50, 60, 60.01]], [0.9, 0.4004], [0, 1]))[0]
+    # the second box's NMS rival (IoU 0.82 > 0.7, same class, score equal to 1e-7) survived instead: a near tie
+    swapped = dets([[0, 0, 10, 10], [50, 50, 60, 61]], [0.9, 0.4000001], [0, 1])
+    ok, _, _, msg = match_detections(ref, swapped, nms_iou=0.7)
+    assert ok and "1 near tie" in msg
+    assert not match_detections(ref, dets([[0, 0, 10, 10], [50, 50, 60, 61]], [0.9, 0.41], [0, 1]), nms_iou=0.7)[0]
+    assert not match_detections(ref, dets([[0, 0, 10, 10], [50, 50, 60, 75]], [0.9, 0.4], [0, 1]), nms_iou=0.7)[0]
+    assert not match_detections(ref, dets([[0, 0, 10, 10], [50, 50, 60, 61]], [0.9, 0.4], [0, 0]), nms_iou=0.7)[0]
+    assert not match_detections(ref, dets([[0, 0, 10, 10]], [0.9], [0]))[0]  # counts differ
