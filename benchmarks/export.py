@@ -25,6 +25,7 @@ import vision._openmp  # before torch: eager PyTorch runs with the OpenMP wait p
 
 # isort: on
 import argparse
+import contextlib
 import importlib.util
 import os
 import statistics
@@ -89,8 +90,12 @@ def bench_yolo(args: argparse.Namespace, tmp: Path) -> None:
         ref = model.predict([image], imgsz=args.imgsz, score_threshold=args.conf)[0]
     ultra = _ultralytics_row(args, image, tmp)
     if ultra is not None:
-        rows["ultralytics onnx + NMS"] = ultra
+        rows["ultralytics onnx + NMS"] = _median_ms(ultra, args.runs, args.warmup)
     _print(f"YOLO-n {args.imgsz} px, batch 1", rows, "onnx fp32")
+    if ultra is not None:  # the two compared in turn, the order swapped every call: a load change hits both alike
+        pair = _interleaved_ms({"onnx fp32": lambda: fp32.predict([image]), "ultralytics onnx + NMS": ultra},
+                               args.runs, args.warmup)  # fmt: skip
+        _print("  ours vs ultralytics, interleaved", pair, "onnx fp32")
     _print("  the graph alone (letterboxed input, no letterbox)", graph, "onnx fp32")
     for name, m in (("onnx fp32", fp32), ("onnx int8", int8)):
         got = m.predict([image])[0]
@@ -98,8 +103,23 @@ def bench_yolo(args: argparse.Namespace, tmp: Path) -> None:
         print(f"  agreement {name} vs eager: {msg} ({'same' if ok else 'differs'})")
 
 
-def _ultralytics_row(args: argparse.Namespace, image: torch.Tensor, tmp: Path) -> float | None:
-    """ultralytics' own ONNX export of YOLOv8n (random weights, from its yaml) + its Python NMS, or None."""
+def _interleaved_ms(fns: dict[str, Callable[[], Any]], runs: int, warmup: int) -> dict[str, float]:
+    """Median milliseconds of each function, called in turn with the order reversed every other round."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(runs):
+        for name, fn in list(fns.items())[:: 1 if i % 2 else -1]:
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
+def _ultralytics_row(args: argparse.Namespace, image: torch.Tensor, tmp: Path) -> Callable[[], Any] | None:
+    """ultralytics' own ONNX export of YOLOv8n (random weights, from its yaml) + its Python NMS, as a function to
+    time, or None."""
     if importlib.util.find_spec("ultralytics") is None:
         print("  (ultralytics not installed: its ONNX export + post-processing row is skipped)")
         return None
@@ -113,7 +133,8 @@ def _ultralytics_row(args: argparse.Namespace, image: torch.Tensor, tmp: Path) -
 
     from vision.models.detection.yolo.postprocess import letterbox
 
-    onnx_path = YOLO("yolov8n.yaml").export(format="onnx", imgsz=args.imgsz, project=str(tmp))
+    with contextlib.chdir(tmp):  # it writes yolov8n.onnx into the working folder
+        onnx_path = str(Path(YOLO("yolov8n.yaml").export(format="onnx", imgsz=args.imgsz)).resolve())
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads
     sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
@@ -123,7 +144,7 @@ def _ultralytics_row(args: argparse.Namespace, image: torch.Tensor, tmp: Path) -
         out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
         return non_max_suppression(torch.from_numpy(out), conf_thres=args.conf, iou_thres=0.7, max_det=300)
 
-    return _median_ms(run, args.runs, args.warmup)
+    return run
 
 
 def bench_lite0(args: argparse.Namespace, tmp: Path) -> None:
