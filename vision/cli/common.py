@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from vision.data._bad import DataError
 from vision.engine.checkpoint import CheckpointError
@@ -11,7 +12,7 @@ from vision.hub.adapt import WeightsMismatchError
 from vision.io import ImageReadError
 from vision.utils.keys import ArgumentError
 
-__all__ = ["USER_ERRORS", "fail", "user_message"]
+__all__ = ["USER_ERRORS", "command_line", "fail", "user_message", "wants_help"]
 
 #: the exceptions that mean a user's mistake or a missing/bad resource (never a bug): one ``error:`` line, exit 2.
 #: ``KeyError`` covers unknown registry names; ``OSError`` unreadable paths; ``DownloadError`` unreachable weights.
@@ -40,3 +41,18 @@ def fail(message: str, code: int = 2) -> None:
     """Print ``error: message`` to stderr and exit with ``code``."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def wants_help(argv: Sequence[str]) -> bool:
+    """Whether a command line asks for help (``-h``, ``--help`` or ``help`` anywhere)."""
+    return any(a in ("-h", "--help", "help") for a in argv)
+
+
+def command_line(argv: Sequence[str] | None, doc: str | None) -> list[str] | None:
+    """A front end's arguments (``sys.argv[1:]`` when ``argv`` is None), or ``None`` after printing ``doc`` when the
+    command line asks for help (the caller then returns 0)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if wants_help(args):
+        print(doc)
+        return None
+    return args

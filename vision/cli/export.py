@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vision.cli.common import USER_ERRORS, fail, user_message
+from vision.cli.common import USER_ERRORS, command_line, fail, user_message
 from vision.utils.keys import ArgumentError, parse_overrides
 
 __all__ = ["KEYS", "main"]
@@ -221,9 +221,8 @@ def run(args: dict[str, Any]) -> tuple[Path, bool]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vision export`` and ``tools/export.py``; 0, 1 (check failed) or 2 (bad input)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(__doc__)
+    argv = command_line(argv, __doc__)
+    if argv is None:
         return 0
     try:
         _, ok = run(parse_overrides(argv, KEYS))

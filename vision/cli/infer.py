@@ -16,11 +16,10 @@ inference, so a task that a plugin registers works here too.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-from vision.cli.common import USER_ERRORS, fail, user_message
+from vision.cli.common import USER_ERRORS, command_line, fail, user_message
 from vision.utils.keys import ArgumentError, check_keys, integer, number, parse_overrides
 
 __all__ = ["COMMON_KEYS", "main"]
@@ -73,9 +72,8 @@ def _task_name(model: str, weights: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tools/infer.py``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(__doc__)
+    argv = command_line(argv, __doc__)
+    if argv is None:
         return 0
     try:
         from vision.engine.task import get_task

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vision.cli.common import USER_ERRORS, fail, user_message
+from vision.cli.common import USER_ERRORS, command_line, fail, user_message
 from vision.utils.keys import ArgumentError, parse_overrides
 
 __all__ = ["PRUNE_KEYS", "compression_stats", "main", "prune_model"]
@@ -309,9 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vision prune``."""
     import importlib.util
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(__doc__)
+    argv = command_line(argv, __doc__)
+    if argv is None:
         return 0
     if importlib.util.find_spec("torch_pruning") is None:
         fail("vision prune needs torch-pruning: pip install 'vision-zoo[compress]'")

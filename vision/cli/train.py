@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from vision.cli.common import USER_ERRORS, fail, user_message
+from vision.cli.common import USER_ERRORS, fail, user_message, wants_help
 
 __all__ = ["DEFAULT_RECIPE", "main"]
 
@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vision.engine.config import list_recipes, resolve_args
     from vision.engine.trainer import NonFiniteLossError, Trainer
 
-    if any(a in ("-h", "--help", "help") for a in argv):
+    if wants_help(argv):
         print(__doc__)
         print("recipes:", ", ".join(list_recipes()))
         print("resolved keys for these arguments:")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vision.cli.common import USER_ERRORS, fail, user_message
+from vision.cli.common import USER_ERRORS, command_line, fail, user_message
 from vision.utils.keys import ArgumentError, parse_overrides
 
 __all__ = ["VAL_KEYS", "OnnxAsModule", "evaluate", "main"]
@@ -200,9 +199,8 @@ def evaluate(argv: Sequence[str]) -> tuple[Path, dict[str, float]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tools/val.py`` and ``vision val``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help", "help") for a in argv):
-        print(__doc__)
+    argv = command_line(argv, __doc__)
+    if argv is None:
         return 0
     try:
         out_dir, _ = evaluate(argv)
