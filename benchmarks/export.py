@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _timing import alternate
 
 import vision
 from vision.deploy import export_onnx, load_onnx, quantize_int8
@@ -93,28 +94,15 @@ def bench_yolo(args: argparse.Namespace, tmp: Path) -> None:
         rows["ultralytics onnx + NMS"] = _median_ms(ultra, args.runs, args.warmup)
     _print(f"YOLO-n {args.imgsz} px, batch 1", rows, "onnx fp32")
     if ultra is not None:  # the two compared in turn, the order swapped every call: a load change hits both alike
-        pair = _interleaved_ms({"onnx fp32": lambda: fp32.predict([image]), "ultralytics onnx + NMS": ultra},
-                               args.runs, args.warmup)  # fmt: skip
+        pair = alternate({"onnx fp32": lambda: fp32.predict([image]), "ultralytics onnx + NMS": ultra},
+                         warmup=args.warmup, iters=args.runs)  # fmt: skip
+        pair = {k: v * 1e3 for k, v in pair.items()}
         _print("  ours vs ultralytics, interleaved", pair, "onnx fp32")
     _print("  the graph alone (letterboxed input, no letterbox)", graph, "onnx fp32")
     for name, m in (("onnx fp32", fp32), ("onnx int8", int8)):
         got = m.predict([image])[0]
         ok, _, _, msg = match_detections(ref, got)
         print(f"  agreement {name} vs eager: {msg} ({'same' if ok else 'differs'})")
-
-
-def _interleaved_ms(fns: dict[str, Callable[[], Any]], runs: int, warmup: int) -> dict[str, float]:
-    """Median milliseconds of each function, called in turn with the order reversed every other round."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for i in range(runs):
-        for name, fn in list(fns.items())[:: 1 if i % 2 else -1]:
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 
 def _ultralytics_row(args: argparse.Namespace, image: torch.Tensor, tmp: Path) -> Callable[[], Any] | None:

@@ -39,57 +39,22 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from _timing import alternate, contention, load
 
 import vision
 
 HAS_ULTRALYTICS = importlib.util.find_spec("ultralytics") is not None
 
 
-def _load() -> str:
-    return "/".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-@contextlib.contextmanager
-def _contention(procs: int) -> Iterator[None]:
-    """``procs`` CPU-bound processes (a busy Python loop each) running for the duration of the block."""
-    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(procs)]
-    try:
-        time.sleep(1.0)  # let the scheduler see them
-        yield
-    finally:
-        for p in busy:
-            p.kill()
-            p.wait()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _alternate(fns: dict[str, Callable[[], Any]], device: torch.device, *, warmup: int, iters: int) -> dict[str, float]:
-    """Median seconds per call of each function, called in turn (one call each per iteration)."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(iters):
-        for name, fn in fns.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+def _sync(device: torch.device) -> Callable[[], None]:
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
 # ------------------------------------------------------------------------------------------------------------ inference
@@ -133,9 +98,9 @@ def inference(size: str, args: Any, device: torch.device, peer: bool) -> None:
             fns["ultralytics"] = ultralytics_predictor(size, batch, imgsz, args.conf, device)
         alone: dict[str, float] = {}
         for contended in (False, True) if args.contend else (False,):
-            before = _load()
-            with _contention(args.contend_procs) if contended else contextlib.nullcontext():
-                med = _alternate(fns, device, warmup=args.warmup, iters=args.iters)
+            before = load()
+            with contention(args.contend_procs) if contended else contextlib.nullcontext():
+                med = alternate(fns, warmup=args.warmup, iters=args.iters, sync=_sync(device))
             tag = f"yolo_{size} b{batch} {imgsz}px{' contended' if contended else ''}"
             ours, theirs = med["ours"], med.get("ultralytics")
             line = f"{tag:<34} ms/batch ours {ours * 1e3:8.1f}  img/s {batch / ours:7.1f}"
@@ -146,7 +111,7 @@ def inference(size: str, args: Any, device: torch.device, peer: bool) -> None:
                 line += f" | slowdown ours {ours / alone['ours']:.2f}x"
                 if theirs is not None:
                     line += f" theirs {theirs / alone['ultralytics']:.2f}x"
-            print(f"{line}  [load {before} -> {_load()}]", flush=True)
+            print(f"{line}  [load {before} -> {load()}]", flush=True)
             alone = med if not contended else alone
 
 
@@ -291,11 +256,11 @@ def training(size: str, args: Any, device: torch.device, peer: bool) -> None:
             secs: dict[str, float] = {}
             where: dict[str, Path] = {}
             for side, fn in sides:  # one after the other: a whole training cannot be interleaved
-                before = _load()
-                with _contention(args.contend_procs) if contended else contextlib.nullcontext():
+                before = load()
+                with contention(args.contend_procs) if contended else contextlib.nullcontext():
                     secs[side], where[side] = fn(size, args, device, Path(tmp), f"{side}_{size}_{label}")
                 extra = f" | slowdown {secs[side] / alone[side]:.2f}x" if contended else ""
-                print(f"{tag} {label:<9} {side:<11} {secs[side]:7.2f} s/epoch{extra}  [load {before} -> {_load()}]")
+                print(f"{tag} {label:<9} {side:<11} {secs[side]:7.2f} s/epoch{extra}  [load {before} -> {load()}]")
             if "ultralytics" in secs:
                 print(f"{tag} {label:<9} s/epoch ours/theirs {secs['ours'] / secs['ultralytics']:.2f}x", flush=True)
             if args.train_epochs is not None and not contended:
@@ -342,7 +307,7 @@ def main() -> None:
     if not peer:
         print("ultralytics is not installed (or skipped): measuring our side only")
     print(f"device {device}{f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''}, "
-          f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, load {_load()}")  # fmt: skip
+          f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, load {load()}")  # fmt: skip
     for size in (s.strip() for s in args.models.split(",") if s.strip()):
         if not args.skip_infer:
             inference(size, args, device, peer)

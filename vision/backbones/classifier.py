@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from vision.backbones._base import Family, FeatureSpec, _Adopted
 from vision.hub.cards import Preprocess, WeightsCard
 from vision.ops.image_range import check_normalised_range
+from vision.utils.parallel import split_batch
 
 __all__ = ["ImageClassifier", "TimmClassifier", "classification_loss", "eval_transforms"]
 
@@ -105,7 +106,7 @@ class _ClassifierMixin:
             if isinstance(images, Tensor) and images.dim() == 4:
                 pre = self.card.preprocess if self.card is not None else Preprocess()
                 check_normalised_range(images, mean=pre.mean, std=pre.std)  # 0..255 floats are refused
-                probs = self(images).float().softmax(-1)  # type: ignore[operator]
+                probs = split_batch(self, images).float().softmax(-1)  # type: ignore[arg-type]
                 k = min(topk, probs.shape[-1])
                 values, indices = probs.topk(k, dim=-1)
                 names = self.categories
@@ -120,7 +121,7 @@ class _ClassifierMixin:
             for start in range(0, len(loaded), max(1, int(batch))):
                 chunk = loaded[start : start + max(1, int(batch))]
                 x = torch.stack([transform(img) for img, _ in chunk]).to(device)
-                probs = self(x).float().softmax(-1).cpu()  # type: ignore[operator]
+                probs = split_batch(self, x).float().softmax(-1).cpu()  # type: ignore[arg-type]
                 out.extend(
                     Results.from_probs(img, p, self.categories, topk=topk, path=path)
                     for (img, path), p in zip(chunk, probs)

@@ -20,6 +20,7 @@ from vision.tasks._distill import DISTILL_KEYS
 from vision.tasks.classification.infer import CLASSIFICATION_KEYS, infer_classification
 from vision.tasks.classification.metrics import classification_metrics
 from vision.utils.keys import ArgumentError, check_section, number
+from vision.utils.parallel import split_batch
 
 __all__ = ["ClassificationTask"]
 
@@ -147,11 +148,12 @@ class ClassificationTask(Task):
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, *, autocast: Any) -> dict[str, Any]:
         model.eval()
+        distributed = isinstance(model, nn.parallel.DistributedDataParallel)
         probs, labels, loss_sum = [], [], 0.0
         for batch in loader:
             images, target = self.prepare_batch(batch, device, train=False)
             with autocast():
-                logits = model(images)
+                logits = model(images) if distributed else split_batch(model, images)  # slices in threads on the CPU
             logits = logits.float()
             loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
             probs.append(logits.softmax(-1).cpu().numpy())

@@ -54,6 +54,7 @@ from vision.models.detection.yolo.postprocess import (
 )
 from vision.ops import multiclass_nms, pad_targets
 from vision.utils.fusion import FoldedCopy, fuse_conv_bn
+from vision.utils.parallel import split_batch
 
 __all__ = ["YOLO"]
 
@@ -250,7 +251,21 @@ class YOLO(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Fixed-shape detection on a prepared batch ``x [B, 3, H, W]`` (no host sync on CUDA): ``(boxes [B, max_det,
         4] on the canvas, scores [B, max_det], labels [B, max_det], counts [B])``, padded as
-        :func:`vision.ops.multiclass_nms` returns them."""
+        :func:`vision.ops.multiclass_nms` returns them. On the CPU, slices of the batch run in parallel threads
+        (:func:`vision.utils.parallel.split_batch`: no per-operator barrier between the cores)."""
+        if x.device.type == "cpu":
+            self.fused_network()  # made (or found fresh) here, before the worker threads read it
+            return split_batch(
+                lambda part: self._detect(
+                    part, score_threshold=score_threshold, iou_threshold=iou_threshold, max_det=max_det, amp=False
+                ),
+                x,
+            )
+        return self._detect(x, score_threshold=score_threshold, iou_threshold=iou_threshold, max_det=max_det, amp=amp)
+
+    def _detect(
+        self, x: Tensor, *, score_threshold: float, iou_threshold: float, max_det: int, amp: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         bf16 = amp and x.is_cuda
         with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if bf16 else contextlib.nullcontext():
             box_logits, cls_logits, shapes = self.forward_raw(x, fused=True)

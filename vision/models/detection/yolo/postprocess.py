@@ -11,6 +11,7 @@ batch) or the fixed square ``size x size`` (``fixed=True``, rounded up to ``stri
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
@@ -185,16 +186,21 @@ class GraphedCall:
 
 #: entries kept per cache (anchor grids, CUDA graphs): the most recently used input shapes
 CACHE_SIZE = 8
+_CACHE_LOCK = threading.Lock()
 
 
 def cached(cache: OrderedDict[Hashable, Any], key: Hashable, make: Callable[[], Any], limit: int = CACHE_SIZE) -> Any:
-    """``cache[key]``, made by ``make()`` when absent; the least recently used entry beyond ``limit`` is dropped."""
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
-    value = cache[key] = make()
-    while len(cache) > limit:
-        cache.popitem(last=False)
+    """``cache[key]``, made by ``make()`` when absent; the least recently used entry beyond ``limit`` is dropped.
+    Safe to call from several threads (batch slices, :func:`vision.utils.parallel.split_batch`)."""
+    with _CACHE_LOCK:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    value = make()
+    with _CACHE_LOCK:
+        cache[key] = value
+        while len(cache) > limit:
+            cache.popitem(last=False)
     return value
 
 
