@@ -112,3 +112,29 @@ def test_many_problems_are_counted_after_the_warning_cap(tmp_path: Path, image_w
     assert len(caught) == 22  # + the split's summary line (a DataSummaryWarning)
     assert len(ds.bad_samples["box_degenerate"]) == 30
     assert ds[0][1]["boxes"].tolist() == [[1.0, 1.0, 5.0, 5.0]] and isinstance(ds[0][0], torch.Tensor)
+
+
+def test_ram_cache_serves_decoded_images_and_leaves_bad_ones_to_the_usual_report(
+    bad_coco: tuple[Path, Path],
+) -> None:
+    ds, _ = _build(bad_coco)
+    want = [ds[0], ds[2]]
+    held = ds.cache_images(threads=2)
+    assert held == 2 * 32 * 48 * 3  # the two good images; the corrupt one is not cached
+    for name in ("good0.jpg", "good1.jpg"):
+        (bad_coco[0] / name).unlink()  # from now on only the cache can serve them
+    for (image, target), i in zip(want, (0, 2)):
+        got_image, got_target = ds[i]
+        assert torch.equal(got_image, image)
+        assert got_target["boxes"].tolist() == target["boxes"].tolist()
+    got_image[:] = 0  # a sample is a copy: changing it leaves the cache intact
+    assert torch.equal(ds[2][0], want[1][0])
+    with pytest.warns(BadSampleWarning, match=r"corrupt\.jpg.*cannot be decoded"):
+        ds[1]  # not cached: read from its file, reported and replaced as without the cache
+
+
+def test_ram_cache_refuses_what_does_not_fit(bad_coco: tuple[Path, Path]) -> None:
+    ds, _ = _build(bad_coco)
+    with pytest.raises(MemoryError, match=r"cache=ram: the 3 images need .* MiB available"):
+        ds.cache_images(max_fraction=1e-12)
+    assert ds._cache is None  # nothing decoded

@@ -286,3 +286,20 @@ def test_cpu_training_augments_in_the_loader_workers_with_the_same_batches():
     assert from_worker[0].dtype == torch.float32 and from_worker[0].shape == (3, 3, 128, 128)
     task.on_epoch_start(2, None)  # another epoch, other augmentations
     assert not _same_batches(from_worker, task.prepare_batch(collate(samples), cpu, train=True))
+
+
+def test_cache_ram_decodes_the_images_once(bccd_dir, capsys):
+    from vision.utils.keys import ArgumentError
+
+    args = ["task=detection", "model=yolo_n", "imgsz=128", "workers=0", "tensorboard=false"]
+    task = DetectionTask(resolve_args([*args, "data=bccd", "cache=ram"]))
+    train, val = task.build_datasets()
+    out = capsys.readouterr().out
+    assert f"cache=ram: {len(train) + len(val)} images decoded" in out
+    assert len(train._cache) == len(train) and all(im is not None for im in train._cache)
+    image, _ = val[0]
+    torch.testing.assert_close(image, torch.from_numpy(val._cache[0]).permute(2, 0, 1))
+    DetectionTask(resolve_args([*args, "data=synthetic", "cache=ram"])).build_datasets()
+    assert "SyntheticShapes is not read from image files; nothing to cache" in capsys.readouterr().out
+    with pytest.raises(ArgumentError, match="cache"):
+        resolve_args([*args, "cache=disk"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,9 +175,43 @@ class FileDetectionDataset(BadSampleMixin, Dataset):
         """``width / height`` of every image (from the annotations; no image is read)."""
         return [r.width / r.height if r.height else 1.0 for r in self.records]
 
+    _cache: list[np.ndarray | None] | None = None
+
+    def cache_images(self, *, threads: int = 4, max_fraction: float = 0.5) -> int:
+        """Decode every image once and keep it in RAM (``uint8 [H, W, 3]``), so that later epochs skip the file
+        read and the JPEG decode; loader workers forked afterwards share the memory.
+
+        Args:
+            threads: decoding threads (OpenCV releases the GIL while decoding).
+            max_fraction: refuse to cache (``MemoryError``, nothing decoded) when the images' estimated size
+                (from the annotated sizes) exceeds this fraction of the memory available now.
+
+        Returns:
+            Bytes held. An image that cannot be decoded is not cached: loading it later reports it as usual.
+        """
+        need = sum(max(r.width, 1) * max(r.height, 1) * 3 for r in self.records)
+        free = available_memory()
+        if free is not None and need > max_fraction * free:
+            raise MemoryError(
+                f"cache=ram: the {len(self.records)} images need ~{need / 2**20:.0f} MiB, more than "
+                f"{max_fraction:.0%} of the {free / 2**20:.0f} MiB available; train without cache=ram"
+            )
+
+        def decode(record: ImageRecord) -> np.ndarray | None:
+            try:
+                return read_image(record.file, layout="hwc")  # type: ignore[return-value]
+            except OSError:
+                return None
+
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            self._cache = list(pool.map(decode, self.records))
+        return sum(im.nbytes for im in self._cache if im is not None)
+
     def _load(self, i: int) -> tuple[Any, dict[str, Any]]:
         record = self.records[i]
-        image = read_image(record.file, layout="hwc")
+        cached = self._cache[i] if self._cache is not None else None
+        # a copy: a transform that works in place must not change the cached image
+        image = cached.copy() if cached is not None else read_image(record.file, layout="hwc")
         h, w = image.shape[:2]
         boxes, keep = record.boxes, np.ones(len(record.boxes), bool)
         if (h, w) != (record.height, record.width):  # unknown (0) or wrong size in the annotation: clip now
@@ -198,6 +233,18 @@ class FileDetectionDataset(BadSampleMixin, Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor | Any, dict[str, Any]]:
         """``(image uint8 [3, H, W], target)``; see the class docstring for the target and the transform."""
         return self._load_replacing(index, self._load)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations now (Linux ``MemAvailable``; ``None`` where unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def file_problem(path: str) -> str | None:
