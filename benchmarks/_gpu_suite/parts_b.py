@@ -94,8 +94,8 @@ def part_yolo(ctx: PartContext) -> None:
         ctx.skip("ultralytics", peer + "; our side measured alone")
 
     def images_per_s(make: Any, size: str, b: int) -> float:  # benchmarks/yolo.py's predictors and timing
-        seconds = bench._alternate({"run": make(size, b, imgsz, conf, device)}, device, warmup=args.warmup,
-                                   iters=args.iters)["run"]  # fmt: skip
+        seconds = bench.alternate({"run": make(size, b, imgsz, conf, device)}, warmup=args.warmup,
+                                  iters=args.iters, sync=bench._sync(device))["run"]  # fmt: skip
         return b / seconds
 
     for size in sizes:
