@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--contend", action="store_true", help="repeat every timing beside a CPU-bound process")
     args = parser.parse_args()
+    unknown = sorted(set(args.models.split(",")) - set(CASES))
+    if unknown:
+        parser.error(f"--models: unknown {unknown}; choose from {sorted(CASES)}")
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, load {load()}")
     for name in args.models.split(","):

@@ -5,8 +5,8 @@ convolutional network runs a few hundred such barriers per forward pass; wheneve
 busy with another process, or its share of the work was smaller), the others wait, and depthwise or small
 convolutions split poorly in the first place. Splitting the *batch* instead — each thread runs the whole network on
 its own slice with one intra-op thread — removes those barriers: the threads meet once, at the end. Measured on 2
-cores (``benchmarks/yolo.py``, ``benchmarks/batch_split.py``): YOLO-n at batch 8 / 320 px 1.2-1.3x faster and less
-slowed by a competing CPU-bound process, EfficientNet-Lite0 at batch 8 1.8x, ResNet-18 1.2x.
+cores (``benchmarks/batch_split.py --threads 2``, batch 8): YOLO-n at 320 px 1.18x faster (1.25x beside a competing
+CPU-bound process), ResNet-18 1.17x (1.35x), EfficientNet-Lite0 1.67x (1.60x), with equal outputs.
 
 :func:`split_batch` does that for any function whose outputs are tensors (or tuples/lists of tensors) with the
 batch in the first dimension. The caller's grad mode, inference mode and CPU autocast hold in the worker threads.
