@@ -33,9 +33,13 @@ def make_anchors(
 
 
 def side_distances(box_logits: Tensor, reg_max: int) -> Tensor:
-    """Expected side distances ``[..., 4]`` (left, top, right, bottom; in strides) from logits ``[..., 4 * R]``."""
+    """Expected side distances ``[..., 4]`` (left, top, right, bottom; in strides) from logits ``[..., 4 * R]``.
+
+    The mean is a multiply-and-sum, not a ``[..., 4, R] x [R]`` product: exported to ONNX, onnxruntime runs that
+    MatMul ~10x slower than ``Mul + ReduceSum`` (3.4 of 72 ms for YOLO-n at 640 px); in eager PyTorch both cost well
+    under a millisecond."""
     probs = box_logits.unflatten(-1, (4, reg_max)).float().softmax(-1)
-    return probs @ torch.arange(reg_max, device=probs.device, dtype=probs.dtype)
+    return (probs * torch.arange(reg_max, device=probs.device, dtype=probs.dtype)).sum(-1)
 
 
 def decode_boxes(box_logits: Tensor, points: Tensor, strides: Tensor, reg_max: int) -> Tensor:
