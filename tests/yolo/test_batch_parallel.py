@@ -98,6 +98,8 @@ def test_yolo_predict_in_slices_equals_the_plain_call(two_threads: None) -> None
     model.head.register_forward_pre_hook(lambda *_: calls.append(threading.current_thread().name))
     sliced = model.predict(images, score_threshold=0.05)
     assert any(name.startswith("vision-batch") for name in calls)  # the folded copy keeps the hook: a slice ran there
+    # the two slices asked for the folded copy at once on this first call: it was made (traced) once, then ran twice
+    assert len(calls) == 3
     torch.set_num_threads(1)  # the plain path
     plain = model.predict(images, score_threshold=0.05)
     assert sum(len(d["boxes"]) for d in plain) > 0

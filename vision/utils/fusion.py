@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -118,6 +119,7 @@ class FoldedCopy:
     def __init__(self) -> None:
         self.key: Any = None
         self.net: nn.Module | None = None
+        self._lock = threading.Lock()  # threads running batch slices (vision.utils.parallel) ask at the same time
 
     def clear(self) -> None:
         """Forget the copy (frees its memory)."""
@@ -132,18 +134,20 @@ class FoldedCopy:
         on_remake: Callable[[], Any] | None = None,
     ) -> nn.Module:
         """``nn.Sequential(*modules)`` folded (:func:`fuse_conv_bn`, traced on ``example``), without gradients, in
-        the channels_last memory format when asked; the cached copy while nothing changed (``on_remake()`` is called
-        when it is made anew, e.g. to drop CUDA graphs that captured the previous copy)."""
+        the channels_last memory format when asked (made once when several threads ask); the cached copy while
+        nothing changed (``on_remake()`` is called when it is made anew, e.g. to drop CUDA graphs that captured the
+        previous copy)."""
         tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
         key = (channels_last, tuple((t.data_ptr(), t._version) for t in tensors))
-        if self.net is None or self.key != key:
-            net = copy.deepcopy(nn.Sequential(*modules))
-            fuse_conv_bn(net, lambda: net(example)).requires_grad_(False)
-            self.net = net.to(memory_format=torch.channels_last) if channels_last else net
-            self.key = key
-            if on_remake is not None:
-                on_remake()
-        return self.net
+        with self._lock:
+            if self.net is None or self.key != key:
+                net = copy.deepcopy(nn.Sequential(*modules))
+                fuse_conv_bn(net, lambda: net(example)).requires_grad_(False)
+                self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+                self.key = key
+                if on_remake is not None:
+                    on_remake()
+            return self.net
 
     def __deepcopy__(self, memo: dict[int, Any]) -> FoldedCopy:  # copies of a model start without a folded copy
         return FoldedCopy()

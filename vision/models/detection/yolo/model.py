@@ -254,7 +254,6 @@ class YOLO(nn.Module):
         :func:`vision.ops.multiclass_nms` returns them. On the CPU, slices of the batch run in parallel threads
         (:func:`vision.utils.parallel.split_batch`: no per-operator barrier between the cores)."""
         if x.device.type == "cpu":
-            self.fused_network()  # made (or found fresh) here, before the worker threads read it
             return split_batch(
                 lambda part: self._detect(
                     part, score_threshold=score_threshold, iou_threshold=iou_threshold, max_det=max_det, amp=False
