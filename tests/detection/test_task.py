@@ -303,3 +303,18 @@ def test_cache_ram_decodes_the_images_once(bccd_dir, capsys):
     assert "SyntheticShapes is not read from image files; nothing to cache" in capsys.readouterr().out
     with pytest.raises(ArgumentError, match="cache"):
         resolve_args([*args, "cache=disk"])
+
+
+def test_cache_ram_names_the_split_that_does_not_fit(bccd_dir, capsys, monkeypatch):
+    import vision.data._detection as detection_data
+
+    args = ["task=detection", "model=yolo_n", "imgsz=128", "workers=0", "tensorboard=false", "data=bccd"]
+    task = DetectionTask(resolve_args([*args, "cache=ram"]))
+    # memory for the (smaller) val split but not for train: train is read from its files, val is still cached
+    monkeypatch.setattr(detection_data, "available_memory", lambda: 2 * 100 * 640 * 480 * 3)
+    train, val = task.build_datasets()
+    assert len(train) > 100 > len(val)  # BCCD's 640x480 images: room for 100 of them
+    out = capsys.readouterr().out
+    assert f"the {len(train)} images need" in out and "the train images are read from their files instead" in out
+    assert train._cache is None and len(val._cache) == len(val)
+    assert f"cache=ram: {len(val)} images decoded" in out

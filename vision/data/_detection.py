@@ -194,7 +194,7 @@ class FileDetectionDataset(BadSampleMixin, Dataset):
         if free is not None and need > max_fraction * free:
             raise MemoryError(
                 f"cache=ram: the {len(self.records)} images need ~{need / 2**20:.0f} MiB, more than "
-                f"{max_fraction:.0%} of the {free / 2**20:.0f} MiB available; train without cache=ram"
+                f"{max_fraction:.0%} of the {free / 2**20:.0f} MiB available"
             )
 
         def decode(record: ImageRecord) -> np.ndarray | None:

@@ -106,10 +106,11 @@ class _AugmentInWorkers:
         return AugmentedBatch(*self.task._augment_batch(images, targets, torch.device("cpu")))
 
 
-def _cache_in_ram(*splits: Dataset | None) -> None:
-    """``cache=ram``: decode the images of file-based splits once and keep them in memory (one line says what)."""
+def _cache_in_ram(**splits: Dataset | None) -> None:
+    """``cache=ram``: decode the images of the file-based splits (by name: ``train=..., val=...``) once and keep them
+    in memory; one line says what was cached, a warning names a split that did not fit (read from its files)."""
     start, held, count = time.perf_counter(), 0, 0
-    for split in splits:
+    for name, split in splits.items():
         if split is None:
             continue
         if not hasattr(split, "cache_images"):
@@ -118,8 +119,8 @@ def _cache_in_ram(*splits: Dataset | None) -> None:
         try:
             held += split.cache_images()
         except MemoryError as err:
-            print(f"warning: {err}; the images are read from their files instead", flush=True)
-            return
+            print(f"warning: {err}; the {name} images are read from their files instead", flush=True)
+            continue
         count += len(split)  # type: ignore[arg-type]
     if count:
         print(f"cache=ram: {count} images decoded in {time.perf_counter() - start:.1f} s, {held / 2**20:.0f} MiB held")
@@ -235,7 +236,7 @@ class DetectionTask(Task):
         )
         self.val_set = val
         if self.args.get("cache", "none") == "ram":
-            _cache_in_ram(train, val)
+            _cache_in_ram(train=train, val=val)
         if name == "gpu":
             from vision.data import GpuAugment
 
