@@ -15,10 +15,13 @@ reason              what happens
 ``bad_annotation``  an annotation that cannot be used (unknown image or category id, a bbox that is not four
                     numbers, malformed xml/segmentation): dropped (a malformed VOC xml drops its image)
 ``no_segmentation`` ``masks=True`` but an annotation has no segmentation: its box is used as its mask
-``size_mismatch``   the decoded image size differs from the annotation: boxes are clipped to the decoded image
-                    and masks cropped/padded
+``size_mismatch``   the image's real size differs from the annotation: boxes are clipped to the real image (COCO
+                    reads the size from the file header at construction when a box reaches past the annotated
+                    size, otherwise it is found at load) and masks cropped/padded
 ``duplicate_id``    two image records share an id (COCO) or an image file (VOC): the same record twice keeps one
-                    copy; different records are all skipped with their annotations, which cannot be told apart
+                    copy; different records are all skipped with their annotations, which cannot be told apart.
+                    The same COCO category twice keeps one copy; one category id with two names is a
+                    :class:`DataError` (the label space is ambiguous)
 ``empty_class``     an ImageFolder class folder holds no image: it is not made a class
 ==================  ======================================================================================
 
@@ -28,7 +31,8 @@ non-finite value or a width/height <= 0) and skipped. After construction, a data
 one :class:`DataSummaryWarning`, the summary line of the split (images and boxes kept and dropped; also
 ``dataset.summary()``). A data set with nothing usable left (no image, or no box at all for detection) raises
 :class:`DataError` naming the file before any training starts; so does an annotation file that is not valid JSON
-(with the line and column).
+(with the line and column) or is a folder, an images folder that does not exist, and, for COCO, annotations without
+any category or one category id given to two names (fatal: the label space is unknown or ambiguous).
 
 Each problem emits one :class:`BadSampleWarning` naming the file and the reason (the first ``max_warnings`` of
 each reason per dataset; later ones are only counted, and one last warning says so). Every problem is listed in
@@ -69,8 +73,8 @@ REASONS: dict[str, str] = {
     "box_degenerate": "box has zero/negative width or height or a non-finite coordinate; box dropped",
     "bad_annotation": "annotation cannot be used (unknown image or category id, malformed box or record); dropped",
     "no_segmentation": "annotation has no segmentation; its box is used as its mask",
-    "size_mismatch": "decoded image size differs from the annotation; boxes clipped, masks cropped/padded",
-    "duplicate_id": "image id (or image file) given to more than one image record",
+    "size_mismatch": "image size differs from the annotation; boxes clipped to the real image, masks cropped/padded",
+    "duplicate_id": "image id (or image file, or category id) given to more than one record",
     "empty_class": "class folder holds no image; not made a class",
 }
 _CODES = {name: i + 1 for i, name in enumerate(REASONS)}

@@ -22,6 +22,7 @@ __all__ = [
     "ImageRecord",
     "file_problem",
     "finish_sample",
+    "image_size",
     "sanitize_boxes",
 ]
 
@@ -256,3 +257,17 @@ def file_problem(path: str) -> str | None:
     except OSError:
         return "missing_file"
     return "empty_file" if size == 0 else None
+
+
+def image_size(path: str) -> tuple[int, int] | None:
+    """``(width, height)`` of an image file as stored (EXIF orientation ignored, like :func:`vision.io.read_image`),
+    from its header without decoding the pixels; ``None`` when the header cannot be read (the image is then reported
+    when it is loaded)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            width, height = image.size
+    except Exception:  # any unreadable header (PIL raises several types): the load-time checks report the file
+        return None
+    return int(width), int(height)

@@ -28,7 +28,14 @@ from typing import Any
 import numpy as np
 
 from vision.data._bad import BadSampleLog, DataError
-from vision.data._detection import DetectionTransformFn, FileDetectionDataset, ImageRecord, file_problem, sanitize_boxes
+from vision.data._detection import (
+    DetectionTransformFn,
+    FileDetectionDataset,
+    ImageRecord,
+    file_problem,
+    image_size,
+    sanitize_boxes,
+)
 from vision.registry import DATASETS
 
 __all__ = ["CocoDetection", "bccd", "find_bccd", "load_json"]
@@ -70,8 +77,46 @@ def _bbox_problem(bbox: Any) -> tuple[str, str] | None:
     return None
 
 
+def _size_problem(img: dict[str, Any]) -> str | None:
+    """``None`` when the image record's ``width``/``height`` (absent: unknown) are whole numbers >= 0."""
+    for key in ("width", "height"):
+        v = img.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0 or v != int(v):
+            return f"{key!r} {v!r} is not a whole number >= 0"
+    return None
+
+
+def _reaches_past(anns: list[dict[str, Any]], width: int | None, height: int | None) -> bool:
+    """Whether the image's size is unknown or a box (checked by ``_clean``) reaches past its right/bottom edge."""
+    if not width or not height:
+        return True
+    return any(a["bbox"][0] + a["bbox"][2] > width or a["bbox"][1] + a["bbox"][3] > height for a in anns)
+
+
+def _xyxy(bbox: list[float]) -> np.ndarray:
+    x, y, w, h = (float(v) for v in bbox)
+    return np.array([x, y, x + w, y + h], np.float32)
+
+
+def _clipped_annotation(ann: dict[str, Any], box: np.ndarray, clipped: bool) -> dict[str, Any]:
+    """``ann`` as the evaluation ground truth: its bbox clipped to the image like the training box (``clipped``),
+    the area of a clipped box without segmentation that of the clipped box, a missing area filled in."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    area = ann.get("area")
+    if clipped:
+        ann = {**ann, "bbox": [x0, y0, x1 - x0, y1 - y0]}
+    if not isinstance(area, numbers.Real) or isinstance(area, bool) or (clipped and not ann.get("segmentation")):
+        ann = {**ann, "area": (x1 - x0) * (y1 - y0)}
+    return ann
+
+
 def load_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file; malformed JSON raises :class:`DataError` naming the path, the line and the column."""
+    """Read a JSON file; malformed JSON, or a folder, raises :class:`DataError` naming the path (and the line and the
+    column), a missing file ``FileNotFoundError`` naming it."""
+    if Path(path).is_dir():
+        raise DataError(f"'{path}' is a folder, not a COCO JSON file")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"annotation file '{path}' does not exist")
     try:
         return json.loads(Path(path).read_bytes())  # bytes: UTF-8 (with or without BOM), UTF-16 and UTF-32
     except json.JSONDecodeError as err:
@@ -89,15 +134,21 @@ class CocoDetection(FileDetectionDataset):
     compressed or uncompressed RLE) are decoded with pycocotools ``annToMask``.
 
     Crowd annotations (``iscrowd=1``) are excluded from the targets by default, as training on them would teach the
-    model to fit crowd regions; ``include_crowd=True`` keeps them and adds ``target["iscrowd"]``. Evaluation uses the
-    annotation file itself (:attr:`coco` for ``COCOeval``), where crowds are handled by pycocotools.
+    model to fit crowd regions; ``include_crowd=True`` keeps them and adds ``target["iscrowd"]``. Evaluation uses
+    :attr:`coco` (the ground truth for ``COCOeval``), where crowds are handled by pycocotools.
 
     The file is checked before use (see :mod:`vision.data._bad`): an image id given to two different files drops
-    both images and their annotations (which cannot be told apart; the same record twice keeps one copy); an
-    annotation naming an unknown image or category id, with a bbox that is not four finite numbers or with a
-    width/height <= 0, or repeating an annotation id, is reported (file, annotation id, value) and skipped. :attr:`coco`
-    holds only what was kept, so evaluation sees the same ground truth as training. Malformed JSON, or a file that
-    leaves no image or no box at all, raises :class:`~vision.data.DataError` naming the file.
+    both images and their annotations (which cannot be told apart; the same record twice keeps one copy); an image
+    record without an integer id, a file name or whole-number sizes >= 0 is reported and skipped with its
+    annotations; an annotation naming an unknown image or category id, with a bbox that is not four finite numbers or
+    with a width/height <= 0, or repeating an annotation id, is reported (file, annotation id, value) and skipped. A
+    box is clipped to the image, or dropped when nothing is left; when a box reaches past the annotated size (or the
+    size is missing) the real size is read from the image's header, so a wrong ``width``/``height`` is reported as
+    ``size_mismatch`` and the boxes are clipped to the real image. :attr:`coco` holds only what was kept: the images
+    of :attr:`records` (with their real sizes), their annotations as given but with the clipped boxes, and their crowd
+    annotations, so evaluation sees the same ground truth as training. Malformed JSON, an annotation path that is a
+    folder, an images folder that does not exist, a category id given to two names, annotations without any category,
+    or a file that leaves no image or no box at all raise :class:`~vision.data.DataError` naming the file.
 
     Args:
         images_dir: folder the ``file_name`` entries are relative to.
@@ -106,7 +157,8 @@ class CocoDetection(FileDetectionDataset):
         transform: detection transform (see the module docstring).
         include_crowd: keep crowd annotations (with ``target["iscrowd"]``).
         drop_empty: drop images left without annotations (default: kept with empty targets).
-        check_files: stat every image at construction so missing/empty files are dropped and reported up front.
+        check_files: stat every image at construction so missing/empty files are dropped and reported up front (and
+            read the header of an image whose size is missing or exceeded by a box); ``False`` trusts the file.
         require_boxes: raise when no usable box is left; ``False`` accepts an image-only file (e.g. test-dev info).
 
     Example:
@@ -136,40 +188,55 @@ class CocoDetection(FileDetectionDataset):
         self._log = BadSampleLog(f"CocoDetection({source})", 1)
         data = ann_file if isinstance(ann_file, dict) else load_json(ann_file)
         clean = self._clean(data, source)
-        coco = COCO()
-        coco.dataset = clean
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            coco.createIndex()
-        self.coco = coco
-        self.cat_ids = sorted(coco.cats)
+        self._check_images_dir(clean["images"], source)
+        cats = {c["id"]: c for c in clean["categories"]}
+        self.cat_ids = sorted(cats)
         self.cat_id_to_label = {c: i for i, c in enumerate(self.cat_ids)}
         self.label_to_cat_id = dict(enumerate(self.cat_ids))
-        self.classes = [str(coco.cats[c].get("name", c)) for c in self.cat_ids]
+        self.classes = [str(cats[c].get("name", c)) for c in self.cat_ids]
+        by_image: dict[int, list[dict[str, Any]]] = {img["id"]: [] for img in clean["images"]}
+        for ann in clean["annotations"]:
+            by_image[ann["image_id"]].append(ann)
         self.records = []
-        for image_id in sorted(coco.imgs):
-            info = coco.imgs[image_id]
+        gt_images, gt_anns = [], []  # the evaluation ground truth: what training keeps (see the class docstring)
+        for info in sorted(clean["images"], key=lambda img: img["id"]):
+            image_id, anns = info["id"], by_image[info["id"]]
             path = str(self.images_dir / info["file_name"])
-            anns = coco.imgToAnns.get(image_id, [])
             problem = file_problem(path) if check_files else None
             if problem is not None:
                 self._log.add(path, problem)
                 self.images_dropped += 1
                 self.boxes_dropped += len(anns)
                 continue
-            record = self._record(path, image_id, info, anns)
+            record = self._record(path, image_id, info, anns, read_size=check_files)
             if len(record.boxes) == 0:
                 self.num_empty += 1
                 if drop_empty:
                     continue
             self.records.append(record)
+            sizes = {"width": record.width, "height": record.height} if record.width and record.height else {}
+            gt_images.append({**info, **sizes})
+            gt_anns += record.extra["anns"]
+            if not include_crowd:  # COCOeval ignores detections on them
+                gt_anns += [_clipped_annotation(a, _xyxy(a["bbox"]), False) for a in anns if a.get("iscrowd", 0)]
+        coco = COCO()
+        coco.dataset = {**clean, "images": gt_images, "annotations": gt_anns}
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            coco.createIndex()
+        self.coco = coco
         hint = ""
         if not clean["images"]:
             hint = "the file lists no usable image"
         elif not data.get("annotations"):
             hint = "the file has no annotations (require_boxes=False accepts an image-only file)"
-        elif not clean["categories"]:
-            hint = "the file has no usable categories"
         self._finish(source, require_boxes=require_boxes, hint=hint)
+
+    def _check_images_dir(self, images: list[dict[str, Any]], source: str) -> None:
+        """One error for an images folder that is missing (rather than one missing file per image)."""
+        if self.images_dir.is_dir() or all(Path(img["file_name"]).is_absolute() for img in images):
+            return
+        what = "is a file, not a folder" if self.images_dir.exists() else "does not exist"
+        raise DataError(f"images folder '{self.images_dir}' of {source} {what}")
 
     def _clean(self, data: Any, source: str) -> dict[str, Any]:
         """The usable part of a COCO dict; every record left out is reported and counted."""
@@ -178,12 +245,7 @@ class CocoDetection(FileDetectionDataset):
         for key in ("annotations", "categories"):
             if not isinstance(data.get(key, []), list):
                 raise DataError(f"{source}: {key!r} is not a list")
-        categories = []
-        for k, cat in enumerate(data.get("categories", [])):
-            if isinstance(cat, dict) and _is_int(cat.get("id")):
-                categories.append(cat)
-            else:
-                self._log.add(source, "bad_annotation", f"categories[{k}] has no integer 'id': {cat!r}; skipped")
+        categories = self._categories(data, source)
         cat_ids = {c["id"] for c in categories}
         images, dropped_ids = self._unique_images(data["images"], source)
         files = {img["id"]: str(self.images_dir / img["file_name"]) for img in images}
@@ -217,20 +279,54 @@ class CocoDetection(FileDetectionDataset):
                 self._log.add(file, problem[0], problem[1])
         return {**data, "images": images, "annotations": annotations, "categories": categories}
 
+    def _categories(self, data: dict[str, Any], source: str) -> list[dict[str, Any]]:
+        """The categories with an integer id, one per id. Two names for one id, or annotations without any usable
+        category, raise :class:`DataError`: the label space is unknown, so no annotation could be trusted."""
+        by_id: dict[int, dict[str, Any]] = {}
+        for k, cat in enumerate(data.get("categories", [])):
+            if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+                self._log.add(source, "bad_annotation", f"categories[{k}] has no integer 'id': {cat!r}; skipped")
+                continue
+            first = by_id.setdefault(cat["id"], cat)
+            if first is cat:
+                continue
+            if first.get("name") != cat.get("name"):
+                raise DataError(
+                    f"{source}: category id {cat['id']} is given to both {first.get('name')!r} and "
+                    f"{cat.get('name')!r} (categories[{k}]); the class of its annotations is ambiguous: give each "
+                    "category its own id"
+                )
+            detail = f"category id {cat['id']} ({cat.get('name')!r}) is listed twice (categories[{k}]); repeat skipped"
+            self._log.add(source, "duplicate_id", detail)
+        if not by_id and data.get("annotations"):
+            given = data.get("categories")
+            what = "has no category with an integer 'id'"
+            if not given:
+                what = "has no 'categories' list" if given is None else "has an empty 'categories' list"
+            raise DataError(
+                f"{source}: the file {what}, so the classes of its {len(data['annotations'])} annotation(s) are "
+                "unknown; add 'categories': [{'id': 1, 'name': ...}, ...]"
+            )
+        return list(by_id.values())
+
     def _unique_images(self, entries: list[Any], source: str) -> tuple[list[dict[str, Any]], set[int]]:
-        """Image records with an integer id, a file name and numeric sizes, one per id (see the class docstring),
-        and the ids given to different files (dropped)."""
+        """Image records with an integer id, a file name and whole-number sizes, one per id (see the class docstring),
+        and the ids whose annotations go with a skipped record (given to different files, or to a bad record only):
+        those annotations are counted with the record's report, not reported one by one."""
         by_id: dict[int, list[dict[str, Any]]] = {}
+        bad_ids: set[int] = set()
         for k, img in enumerate(entries):
-            ok = isinstance(img, dict) and _is_int(img.get("id")) and isinstance(img.get("file_name"), str)
-            sizes = [img.get(key, 0) for key in ("width", "height")] if ok else []
-            if ok and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and v >= 0 for v in sizes):
+            if not isinstance(img, dict) or not _is_int(img.get("id")) or not isinstance(img.get("file_name"), str):
+                detail = f"images[{k}] needs an integer 'id' and a 'file_name': {img!r}; image skipped"
+            elif (bad := _size_problem(img)) is not None:
+                detail = f"images[{k}] (id {img['id']}, {img['file_name']!r}): {bad}; image and its annotations skipped"
+                bad_ids.add(img["id"])
+            else:
                 by_id.setdefault(img["id"], []).append(img)
                 continue
-            detail = f"images[{k}] needs an integer 'id', a 'file_name' and numeric sizes: {img!r}; image skipped"
             self._log.add(source, "bad_annotation", detail)
             self.images_dropped += 1
-        images, duplicate_ids = [], set()
+        images, duplicate_ids = [], bad_ids - by_id.keys()
         for image_id, group in by_id.items():
             names = list(dict.fromkeys(str(img["file_name"]) for img in group))
             if len(names) == 1:
@@ -249,8 +345,17 @@ class CocoDetection(FileDetectionDataset):
             self._log.add(source, "duplicate_id", detail)
         return images, duplicate_ids
 
-    def _record(self, path: str, image_id: int, info: dict[str, Any], anns: list[dict[str, Any]]) -> ImageRecord:
+    def _record(
+        self, path: str, image_id: int, info: dict[str, Any], anns: list[dict[str, Any]], *, read_size: bool
+    ) -> ImageRecord:
+        """The image's record: its boxes clipped to the image (or dropped), ``extra["anns"]`` the annotations kept
+        (bbox clipped likewise), for :attr:`coco`. A box reaching past the annotated size, or an image without one,
+        has the real size read from the file header (``read_size``), so a wrong size is blamed, not the boxes."""
         width, height = int(info.get("width", 0)) or None, int(info.get("height", 0)) or None
+        if read_size and _reaches_past(anns, width, height) and (real := image_size(path)) is not None:
+            if width and height and real != (width, height):
+                self._log.add(path, "size_mismatch", f"annotation {width}x{height}, image {real[0]}x{real[1]}")
+            width, height = real
         boxes, labels, crowd, kept = [], [], [], []
         for ann in anns:  # ids, category and bbox were checked by _clean
             is_crowd = int(ann.get("iscrowd", 0))
@@ -269,8 +374,10 @@ class CocoDetection(FileDetectionDataset):
             crowd.append(is_crowd)
             kept.append(ann)
         names = [f"annotation {a.get('id')}" for a in kept]
-        keep, clipped = sanitize_boxes(self._log, path, np.asarray(boxes, np.float32), width, height, names)
+        raw = np.asarray(boxes, np.float32).reshape(-1, 4)
+        keep, clipped = sanitize_boxes(self._log, path, raw, width, height, names)
         self.boxes_dropped += int((~keep).sum())
+        gt = [_clipped_annotation(a, c, not np.array_equal(r, c)) for a, r, c, k in zip(kept, raw, clipped, keep) if k]
         return ImageRecord(
             file=path,
             image_id=int(image_id),
@@ -279,7 +386,7 @@ class CocoDetection(FileDetectionDataset):
             boxes=clipped[keep],
             labels=np.asarray(labels, np.int64).reshape(-1)[keep],
             iscrowd=np.asarray(crowd, np.uint8).reshape(-1)[keep],
-            extra={"anns": [a for a, k in zip(kept, keep) if k]},
+            extra={"anns": gt},
         )
 
     def _masks(self, record: ImageRecord, keep: np.ndarray, height: int, width: int) -> np.ndarray:
