@@ -7,12 +7,13 @@ Usage::
     vision export weights=runs/detection/train int8=true data=bccd imgsz=640
 
 Keys: ``weights`` (run folder, weights file, tag or URL), ``model`` (architecture, when ``weights`` does not name it),
-``format`` (``onnx``), ``imgsz`` (square input side; default the model's), ``batch`` (1), ``dynamic`` (dynamic batch
-axis; R-CNN: dynamic height and width), ``opset`` (17+), ``conf``/``iou``/``max_det`` (detector post-processing baked
-into the graph; default the model's), ``source`` (images for the onnxruntime check; default ``data``'s val images,
-else scikit-image's sample photos), ``check_images`` (8), ``int8`` (also write ``<file>.int8.onnx``, static QDQ),
-``data`` (calibration images: a registered detection dataset such as ``bccd``, a data spec, or a folder/glob),
-``calib`` (calibration images, 300), ``file`` (output path).
+``format`` (``onnx``), ``imgsz`` (square input side; default the model's; YOLO rounds it up to its stride, with a
+note), ``batch`` (1), ``dynamic`` (dynamic batch axis; R-CNN: dynamic height and width), ``opset`` (17+),
+``conf``/``iou`` (in [0, 1]) and ``max_det`` (detector post-processing baked into the graph; default the model's),
+``source`` (images for the onnxruntime check; default ``data``'s val images, else scikit-image's sample photos),
+``check_images`` (8), ``int8`` (also write ``<file>.int8.onnx``, static QDQ), ``data`` (calibration images: a
+registered detection dataset such as ``bccd``, a data spec, or a folder/glob), ``calib`` (calibration images, 300),
+``file`` (output path). A bad value stops the command with one ``error:`` line before anything is written.
 
 The command prints the onnxruntime check against the PyTorch model (classifier: top-5 and logits within 1e-4;
 detector: boxes at IoU >= 0.99, scores within 1e-3, same counts) and exits 1 when it fails; with ``int8=true`` it
@@ -30,15 +31,15 @@ import numpy as np
 import torch
 
 from vision.cli.common import USER_ERRORS, command_line, fail, user_message
-from vision.utils.keys import ArgumentError, parse_overrides
+from vision.utils.keys import ArgumentError, check_keys, flag, integer, number, parse_overrides
 
-__all__ = ["KEYS", "main"]
+__all__ = ["KEYS", "SCHEMA", "main"]
 
 KEYS: dict[str, Any] = {
     "model": "",
     "weights": "",
     "format": "onnx",
-    "imgsz": 0,
+    "imgsz": None,
     "batch": 1,
     "dynamic": False,
     "opset": 17,
@@ -51,6 +52,20 @@ KEYS: dict[str, Any] = {
     "data": "",
     "calib": 300,
     "file": "",
+}
+
+#: the type and range of each key: a bad value stops the command with one line before anything is loaded or written
+SCHEMA = {
+    "imgsz": integer(1),
+    "batch": integer(1),
+    "dynamic": flag(),
+    "opset": integer(17),
+    "conf": number(0.0, 1.0),
+    "iou": number(0.0, 1.0),
+    "max_det": integer(1),
+    "check_images": integer(1),
+    "int8": flag(),
+    "calib": integer(1),
 }
 
 
@@ -87,10 +102,19 @@ def _detection_split(data: str, split: str) -> Any | None:
     return CocoDetection(*spec[split]) if split in spec else None
 
 
-def _image_files(source: str) -> list[Path]:
+def _image_files(source: str, key: str = "source") -> list[Path]:
+    """The image files of ``source``; a path that matches nothing is named as the user's ``key=`` (``data=``)."""
     from vision.io import expand_source
 
-    return expand_source(source)
+    try:
+        return expand_source(source)
+    except FileNotFoundError as err:
+        if key == "source":
+            raise
+        detail = str(err).removeprefix(f"source {source!r} ")
+        if key == "data" and detail.startswith("is not "):
+            detail = "is not a registered dataset, a data spec, " + detail.removeprefix("is not ")
+        raise ArgumentError(f"{key}={source} {detail}") from None
 
 
 def _sample_photos() -> list[torch.Tensor]:
@@ -131,7 +155,7 @@ def _images(args: dict[str, Any], split: str, limit: int) -> list[torch.Tensor]:
             return [ds[int(i)][0] for i in idx]
         where = data
     if where:
-        files = _image_files(where)
+        files = _image_files(where, "source" if split == "check" and args["source"] else "data")
         if not files:
             raise ArgumentError(f"no images in {where!r}")
         return [read_image(f) for f in files[:limit]]
@@ -185,6 +209,19 @@ def _int8_report(args: dict[str, Any], fp32: Any, int8: Any) -> str:
     return f"int8 vs fp32 on {len(images)} images: {n8} vs {n32} detections"
 
 
+def _size_note(imgsz: int | None, onnx_model: Any) -> None:
+    """Say on stderr when the file does not take ``imgsz`` x ``imgsz`` inputs (rounded to the stride, or R-CNN)."""
+    if imgsz is None:
+        return
+    if onnx_model.kind == "rcnn":
+        print(f"note: imgsz={imgsz} is not used: an R-CNN file resizes each image inside the graph", file=sys.stderr)
+    elif int(onnx_model.imgsz) != imgsz:
+        stride = (onnx_model.preprocess or {}).get("stride")
+        why = f"a multiple of the model's stride {stride}" if stride else "the size the model takes"
+        print(f"note: imgsz={imgsz} was rounded up to {onnx_model.imgsz} ({why}): the file takes "
+              f"{onnx_model.imgsz}x{onnx_model.imgsz} inputs", file=sys.stderr)  # fmt: skip
+
+
 def run(args: dict[str, Any]) -> tuple[Path, bool]:
     """Export, check (and quantise) as the keys say; returns ``(fp32 file, check passed)``."""
     import vision
@@ -197,15 +234,18 @@ def run(args: dict[str, Any]) -> tuple[Path, bool]:
     if args["int8"] and not args["data"]:
         raise ArgumentError("int8=true needs data= (calibration images: a dataset name, a data spec or a folder)")
     if args["int8"] and _detection_split(str(args["data"]), "train") is None:
-        _image_files(str(args["data"]))  # a bad data= is named before the export, not after it
+        _image_files(str(args["data"]), "data")  # a bad data= is named before the export, not after it
+    if args["source"]:
+        _image_files(str(args["source"]))  # as is a bad source=
     model = vision.load_model(str(args["weights"]) or None, model=str(args["model"]) or None)
     path = _output_path(args, model)
-    export_onnx(model, path, imgsz=int(args["imgsz"]) or None, batch=int(args["batch"]), dynamic=bool(args["dynamic"]),
+    export_onnx(model, path, imgsz=args["imgsz"], batch=int(args["batch"]), dynamic=bool(args["dynamic"]),
                 opset=int(args["opset"]), score_threshold=args["conf"], iou_threshold=args["iou"],
                 max_det=args["max_det"])  # fmt: skip
     size = path.stat().st_size / 2**20
     print(f"exported {path} ({size:.1f} MB, opset {args['opset']}, vision-zoo {vision.__version__})")
     onnx_model = load_onnx(path)
+    _size_note(args["imgsz"], onnx_model)
     images = [im.float() / 255 for im in _images(args, "check", int(args["check_images"]))]
     result = check_export(model, onnx_model, images)
     for line in result.lines:
@@ -225,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         return 0
     try:
-        _, ok = run(parse_overrides(argv, KEYS))
+        _, ok = run(check_keys(parse_overrides(argv, KEYS), SCHEMA, KEYS))
     except (*USER_ERRORS, OSError, RuntimeError, NotImplementedError) as err:  # one error line, exit 2
         fail(user_message(err))
     if not ok:

@@ -12,7 +12,8 @@ Keys: ``weights`` (a run, a file written by training, a tag or a weights file wi
 ``latency_runs`` (timed batch-1 CPU forwards per variant), ``calibration_batches`` (batches whose gradients feed
 ``taylor``), ``project``, ``name``. Every other key (``recipe``, ``data``, ``epochs``, ``lr``, ``batch``, ``device``
 ...) is a ``tools/train.py`` key: with ``data=`` (or a recipe naming it) the variants are evaluated on its validation
-split, and with ``epochs=N`` > 0 given the pruned model is fine-tuned by the normal trainer.
+split, and with ``epochs=N`` given (needs ``data=``) the pruned model is fine-tuned by the normal trainer. An unknown
+key is refused with a "did you mean".
 
 The channel bookkeeping is torch-pruning's dependency graph (https://github.com/VainF/Torch-Pruning): every layer
 coupled to a pruned channel (BatchNorm, the next convolution, residual additions, concatenations, depthwise
@@ -31,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,21 +42,29 @@ import torch
 from torch import nn
 
 from vision.cli.common import USER_ERRORS, command_line, fail, user_message
-from vision.utils.keys import ArgumentError, parse_overrides
+from vision.utils.keys import ArgumentError, check_keys, integer, merge, parse_overrides
 
-__all__ = ["PRUNE_KEYS", "compression_stats", "main", "prune_model"]
+__all__ = ["PRUNE_KEYS", "PRUNE_SCHEMA", "compression_stats", "main", "prune_model"]
 
 PRUNE_KEYS: dict[str, Any] = {
     "weights": "",
     "model": "",
     "ratio": 0.5,
     "method": "l1",
-    "imgsz": 0,
+    "imgsz": None,
     "latency_runs": 20,
     "calibration_batches": 4,
     "project": "runs",
     "name": "prune",
 }
+
+#: the type and range of the integer keys (``ratio`` and ``method`` are checked where they are read)
+PRUNE_SCHEMA = {"imgsz": integer(1), "latency_runs": integer(1), "calibration_batches": integer(1)}
+
+
+def _key(arg: str) -> str:
+    """The key of a ``key=value`` argument, as :func:`parse_overrides` reads it (``--calibration-batches`` too)."""
+    return arg.split("=", 1)[0].strip().lstrip("-").replace("-", "_")
 
 
 def _is_yolo(model: nn.Module) -> bool:
@@ -173,8 +183,11 @@ def compression_stats(model: nn.Module, example: torch.Tensor, *, runs: int = 20
 
 def _example(model: nn.Module, imgsz: int) -> torch.Tensor:
     if _is_yolo(model):
-        size = imgsz or int(model.imgsz)
-        size = -(-size // model.size_divisibility) * model.size_divisibility
+        stride = model.size_divisibility
+        size = -(-(imgsz or int(model.imgsz)) // stride) * stride
+        if imgsz and size != imgsz:
+            print(f"note: imgsz={imgsz} was rounded up to {size} (a multiple of the model's stride {stride})",
+                  file=sys.stderr)  # fmt: skip
     else:
         card = getattr(model, "card", None)
         size = imgsz or (int(card.preprocess.input_size[0]) if card is not None else 224)
@@ -219,7 +232,7 @@ class _Evaluator:
         self.args: dict[str, Any] | None = None
         self.task: Any = None
         self.loader: Any = None
-        if not any(a.startswith(("data=", "recipe=")) for a in train_argv):
+        if not any(_key(a) in ("data", "recipe") for a in train_argv):
             return
         from torch.utils.data import DataLoader
 
@@ -320,6 +333,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def _check_train_keys(train_argv: list[str]) -> None:
+    """Refuse a key that is neither ``vision prune``'s nor ``tools/train.py``'s (with a "did you mean"), and
+    ``epochs=`` without data to fine-tune on."""
+    from vision.engine.config import COMMON_DEFAULTS, COMMON_SCHEMA, OPEN_SECTIONS
+    from vision.engine.task import get_task
+
+    keys = dict(COMMON_DEFAULTS)
+    for task in ("classification", "detection"):
+        keys = merge(keys, get_task(task).defaults, strict=False)
+    parse_overrides(train_argv, {**keys, **PRUNE_KEYS}, open_sections=OPEN_SECTIONS)
+    epochs = [a.split("=", 1)[1] for a in train_argv if _key(a) == "epochs"]
+    if epochs:
+        n = COMMON_SCHEMA["epochs"].check("epochs", epochs[-1].strip())
+        if not any(_key(a) in ("data", "recipe") for a in train_argv):
+            raise ArgumentError(f"epochs={n} needs data= (or a recipe= naming it) to fine-tune the pruned model on")
+
+
 def _run(argv: list[str]) -> int:
     import vision
     from vision.utils import increment_dir, save_yaml
@@ -328,9 +358,10 @@ def _run(argv: list[str]) -> int:
     for arg in argv:
         if "=" not in arg:
             raise ArgumentError(f"argument {arg!r} is not of the form key=value")
-    own = [a for a in argv if a.split("=", 1)[0] in PRUNE_KEYS]
-    train_argv = [a for a in argv if a.split("=", 1)[0] not in PRUNE_KEYS or a.startswith("imgsz=")]
-    args = parse_overrides(own, PRUNE_KEYS)
+    own = [a for a in argv if _key(a) in PRUNE_KEYS]
+    train_argv = [a for a in argv if _key(a) not in PRUNE_KEYS or _key(a) == "imgsz"]
+    args = check_keys(parse_overrides(own, PRUNE_KEYS), PRUNE_SCHEMA)
+    _check_train_keys(train_argv)
     if not args["weights"] and not args["model"]:
         raise ArgumentError("weights= is required (a run, a file written by training, or a tag with model=)")
     try:
@@ -353,6 +384,10 @@ def _run(argv: list[str]) -> int:
     found = find_trained_file(str(args["weights"])) if args["weights"] else None
     model_name = str(args["model"] or (found[1].get("model") if found else "") or getattr(base, "name", ""))
     example = _example(base, int(args["imgsz"] or 0))
+    if train_argv:  # the training keys' values, also where no data= uses them
+        from vision.engine.config import resolve_args
+
+        resolve_args([f"task={task_name}", f"model={model_name}", *train_argv])
     evaluator = _Evaluator(train_argv, task_name, model_name)
     if args["method"] == "taylor" and evaluator.task is None:
         raise ArgumentError("method=taylor needs data= (or a recipe naming it): its gradients rank the channels")
@@ -372,8 +407,7 @@ def _run(argv: list[str]) -> int:
     rows.append(
         (f"pruned {ratio:g} ({args['method']})", compression_stats(reloaded, example, runs=runs), evaluator(reloaded))
     )
-    epochs = [a for a in train_argv if a.startswith("epochs=")]
-    if evaluator.task is not None and epochs and int(epochs[-1].split("=", 1)[1]) > 0:
+    if evaluator.task is not None and any(_key(a) == "epochs" for a in train_argv):
         tune_argv = [*train_argv, f"project={args['project']}"]
         run = _fine_tune(pruned, tune_argv, task_name, model_name, meta, f"{out.name}_ft")
         tuned = vision.load_model(run)

@@ -8,9 +8,9 @@ Usage::
     python tools/val.py weights=yolo_n.onnx data=bccd                     # an exported file (vision.deploy)
 
 Keys: ``weights`` (a run folder, a file written by training, a plain file or tag with ``model=``, or an exported
-``.onnx``), ``model``, ``data`` (default: the run's), ``split`` (``val``), ``imgsz``, ``batch`` (default: the run's),
-``device``, ``workers``, ``project``, ``name``, ``plots``; any key of the task's training arguments (e.g.
-``val_fraction=0.2``, ``synthetic.val=100``) overrides the run's.
+``.onnx``), ``model``, ``data`` (default: the run's), ``split`` (``val``), ``imgsz`` (an ``.onnx`` file takes only the
+size it was exported for), ``batch`` (default: the run's), ``device``, ``workers``, ``project``, ``name``, ``plots``;
+any key of the task's training arguments (e.g. ``val_fraction=0.2``, ``synthetic.val=100``) overrides the run's.
 
 The task of the model builds the split exactly as training's validation does (the run's ``args.yaml`` supplies
 every key not given here) and evaluates it with the same :meth:`Task.evaluate`; the same files as a validated
@@ -34,9 +34,9 @@ import torch
 from torch import Tensor, nn
 
 from vision.cli.common import USER_ERRORS, command_line, fail, user_message
-from vision.utils.keys import ArgumentError, parse_overrides
+from vision.utils.keys import ArgumentError, check_keys, flag, integer, parse_overrides
 
-__all__ = ["VAL_KEYS", "OnnxAsModule", "evaluate", "main"]
+__all__ = ["VAL_KEYS", "VAL_SCHEMA", "OnnxAsModule", "evaluate", "main"]
 
 VAL_KEYS: dict[str, Any] = {
     "weights": "",
@@ -51,6 +51,9 @@ VAL_KEYS: dict[str, Any] = {
     "name": "val",
     "plots": True,
 }
+
+#: the type and range of each key (one ``error:`` line naming a bad one before anything is loaded)
+VAL_SCHEMA = {"imgsz": integer(1), "batch": integer(1), "workers": integer(0), "plots": flag()}
 
 
 class OnnxAsModule(nn.Module):
@@ -132,6 +135,28 @@ def _run_args(args: dict[str, Any], onnx_model: Any | None) -> tuple[dict[str, A
     return resolve_args([f"task={resolve_entry(model).task or 'classification'}", f"model={model}"]), {}
 
 
+def _check_onnx_imgsz(imgsz: int, weights: str, onnx_model: Any) -> None:
+    """An exported file takes one input size (R-CNN: resizes inside the graph): ``imgsz=`` cannot change it."""
+    size = dict(getattr(onnx_model, "preprocess", None) or {}).get("input_size")
+    if not size:
+        raise ArgumentError(f"imgsz={imgsz} does not apply to weights={weights}: the file resizes each image inside "
+                            "its graph; leave imgsz out")  # fmt: skip
+    side = int(size[-1] if isinstance(size, list | tuple) else size)
+    if imgsz != side:
+        raise ArgumentError(f"imgsz={imgsz} does not apply to weights={weights}: the file was exported for "
+                            f"{side}x{side} inputs; leave imgsz out, or export again with imgsz={imgsz}")  # fmt: skip
+
+
+def _task_keys(argv: list[str], run: dict[str, Any]) -> dict[str, Any]:
+    """``run`` with the task's training keys of ``argv`` applied, each checked against its declared type and range."""
+    from vision.engine.config import COMMON_SCHEMA
+    from vision.engine.task import get_task
+
+    given = [a.split("=", 1)[0].strip().lstrip("-").replace("-", "_") for a in argv]
+    updated = parse_overrides(argv, run, open_sections=("model_kwargs",))
+    return check_keys(updated, {**COMMON_SCHEMA, **get_task(str(run["task"])).schema}, run, only=given)
+
+
 def evaluate(argv: Sequence[str]) -> tuple[Path, dict[str, float]]:
     """Run ``vision val`` on ``key=value`` arguments; returns the output folder and the scalar metrics."""
     from torch.utils.data import DataLoader
@@ -142,7 +167,7 @@ def evaluate(argv: Sequence[str]) -> tuple[Path, dict[str, float]]:
     from vision.utils import increment_dir, pick_device
 
     own = [a for a in argv if a.split("=", 1)[0].strip().lstrip("-") in VAL_KEYS]
-    args = parse_overrides(own, VAL_KEYS)
+    args = check_keys(parse_overrides(own, VAL_KEYS), VAL_SCHEMA, VAL_KEYS)
     if not args["weights"]:
         raise ArgumentError("weights= is required (a run folder, a weights file, a tag or an .onnx file)")
     if str(args["split"]) != "val":
@@ -151,13 +176,15 @@ def evaluate(argv: Sequence[str]) -> tuple[Path, dict[str, float]]:
     if is_onnx and not Path(str(args["weights"])).is_file():
         raise ArgumentError(f"weights={args['weights']}: no such file")
     onnx_model = _load_onnx(str(args["weights"])) if is_onnx else None
+    if onnx_model is not None and args["imgsz"] is not None:
+        _check_onnx_imgsz(int(args["imgsz"]), str(args["weights"]), onnx_model)
     run, meta = _run_args(args, onnx_model)
     for key in ("data", "imgsz", "batch"):
         if args[key] is not None:
             run[key] = args[key]
     run.update(weights="", resume="", workers=int(args["workers"]), plots=bool(args["plots"]))
     others = [a for a in argv if a not in own]  # the task's data keys (synthetic.val=..., val_fraction=...)
-    run = parse_overrides(others, run, open_sections=("model_kwargs",))
+    run = _task_keys(others, run)
     task = get_task(str(run["task"]))(run)
     _, val_set = task.build_datasets()
     if val_set is None or len(val_set) == 0:  # type: ignore[arg-type]

@@ -126,7 +126,7 @@ COMMON_SCHEMA: dict[str, Rule] = {
 #: :func:`_one_value`)
 SHARED_MODEL_KEYS = ("imgsz",)
 
-_OPEN_SECTIONS = ("model_kwargs", "expected", "augment")
+OPEN_SECTIONS = ("model_kwargs", "expected", "augment")
 
 
 def zoo_dir() -> Path:
@@ -185,7 +185,7 @@ def _resume_args(target: str, argv: Sequence[str]) -> dict[str, Any]:
                 f"{key}= cannot change when resuming (the run continues with its own arguments); "
                 f"a resume may only set {', '.join(RESUME_OVERRIDABLE)}"
             )
-    args = parse_overrides(argv, saved, open_sections=_OPEN_SECTIONS)
+    args = parse_overrides(argv, saved, open_sections=OPEN_SECTIONS)
     args["resume"] = str(target)
     return _checked(args, saved)
 
@@ -225,9 +225,9 @@ def resolve_args(argv: Sequence[str], *, default_recipe: str = "") -> dict[str, 
     task_name = pre.get("task") or recipe.get("task") or _task_of_model(pre.get("model") or recipe.get("model"))
     task_cls = get_task(task_name)
     defaults = merge(COMMON_DEFAULTS, task_cls.defaults, strict=False)
-    for section in _OPEN_SECTIONS:
+    for section in OPEN_SECTIONS:
         defaults.setdefault(section, {})
-    opened = {k: recipe.pop(k) for k in _OPEN_SECTIONS if k in recipe}
+    opened = {k: recipe.pop(k) for k in OPEN_SECTIONS if k in recipe}
     try:
         defaults = merge(defaults, recipe, strict=True)
         for key, value in opened.items():  # a recipe's open section replaces the default one as a whole
@@ -236,7 +236,7 @@ def resolve_args(argv: Sequence[str], *, default_recipe: str = "") -> dict[str, 
             defaults[key] = value
     except ArgumentError as err:
         raise ArgumentError(f"recipe {recipe_name}: {err}") from None
-    args = parse_overrides(argv, defaults, open_sections=_OPEN_SECTIONS)
+    args = parse_overrides(argv, defaults, open_sections=OPEN_SECTIONS)
     args["task"] = task_name
     _check_model_task(str(args.get("model") or ""), task_name)
     _one_value(args, pre, recipe={**recipe, **opened}, recipe_name=recipe_name)

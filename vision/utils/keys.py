@@ -270,9 +270,15 @@ def rule_from_default(default: Any) -> Rule | None:
     return None
 
 
-def check_keys(args: Mapping[str, Any], schema: Mapping[str, Rule], defaults: Mapping[str, Any] = {}) -> dict:
-    """Check every key of ``args`` against its declared rule (``schema``, else the type of its default in
-    ``defaults``) and return a copy with the values converted.
+def check_keys(
+    args: Mapping[str, Any],
+    schema: Mapping[str, Rule],
+    defaults: Mapping[str, Any] = {},
+    *,
+    only: Iterable[str] | None = None,
+) -> dict:
+    """Check every key of ``args`` (or the dotted keys in ``only``: those a user gave) against its declared rule
+    (``schema``, else the type of its default in ``defaults``) and return a copy with the values converted.
 
     Raises:
         ArgumentError: one line naming the first bad key, its value and what it allows, e.g.
@@ -280,7 +286,10 @@ def check_keys(args: Mapping[str, Any], schema: Mapping[str, Rule], defaults: Ma
     """
     out = copy.deepcopy(dict(args))
     known = flatten(defaults)
+    chosen = None if only is None else set(only)
     for key, value in flatten(args).items():
+        if chosen is not None and key not in chosen:
+            continue
         rule = schema.get(key) or rule_from_default(known.get(key))
         if rule is None or (value is None and known.get(key) is None):  # an optional key left unset
             continue
