@@ -169,7 +169,15 @@ def _build(entry: Entry, *, features: bool, card: WeightsCard | None, source: An
         # (frozen BatchNorm, trainable_backbone_layers=3) and load the file themselves
         kwargs["weights"] = str(source)
         source = None
-    model = entry.builder(**kwargs)
+    try:
+        model = entry.builder(**kwargs)
+    except TypeError as err:  # a keyword the builder (or the class it forwards to) does not take: the caller's mistake
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        if bad is None or bad.group(1) not in kwargs:
+            raise
+        where = str(err).split("(", 1)[0]  # "YOLO.__init__" / "resnet18": what refused it
+        raise ValueError(f"{entry.name} takes no argument {bad.group(1)!r} (model_kwargs.{bad.group(1)}=): {where} "
+                         "has no such parameter") from err  # fmt: skip
     if source is not None and source is not True:
         load_weights(model, source, layout=layout)
     if card is not None and getattr(model, "card", "absent") is None:

@@ -131,12 +131,29 @@ def reshape_to_state(net: nn.Module, state: dict[str, torch.Tensor]) -> nn.Modul
     return net
 
 
+def _architecture(name: str) -> str:
+    """The registry name behind a model name (tags and aliases resolved), the name itself when it is unknown here."""
+    from vision.registry import UnknownNameError
+
+    try:
+        return resolve_entry(name).name
+    except UnknownNameError:
+        return name
+
+
 def _load_trained(path: Path, meta: dict[str, Any], run: Path | None, model: str | None) -> nn.Module:
     from vision.hub.download import load_state_dict_file
     from vision.models.detection.common import label_offset
 
     args = run_args(run)
-    name = model or meta.get("model") or args.get("model")
+    stored = meta.get("model") or args.get("model")
+    if model and stored and _architecture(str(model)) != _architecture(str(stored)):
+        task = meta.get("task") or args.get("task")
+        raise ValueError(
+            f"{path} holds a {stored}{f' ({task})' if task else ''} model, not {model}: leave out model= (the file "
+            f"names its model) or pass weights of a {model}"
+        )
+    name = model or stored
     if not name:
         raise ValueError(f"{path} names no model in its metadata; pass model=<architecture>")
     kwargs = dict(meta.get("model_kwargs") or args.get("model_kwargs") or {})

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vision.cli.train import main as train_main
 from vision.engine import NonFiniteLossError, Trainer
 from vision.engine import checkpoint as C
 from vision.engine._nan_guard import NanGuard
@@ -253,3 +254,17 @@ def test_exist_ok_moves_an_earlier_run_aside(tiny_model, tmp_path, capsys):
     empty = _run(tmp_path, "empty")
     empty.mkdir()
     assert C.move_aside_old_run(empty) is None, "an empty folder is simply reused"
+
+
+def test_every_unit_damaged_refuses_to_resume_and_keeps_the_weights(tiny_model, tmp_path, capsys):
+    """A run whose only checkpoints are all damaged is not started again over its own weights."""
+    run = Trainer(_args(tmp_path, "epochs=1", "name=alldmg")).fit()
+    for unit in _units(run):
+        (unit / "state.pt").write_bytes(b"truncated")
+    before = (run / "weights" / "best.safetensors").read_bytes()
+    with pytest.raises(FileNotFoundError, match=r"checkpoints in .*ckpt are damaged \(newest, e0001-.*state\.pt holds"):
+        C.locate_resume(run)
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([f"resume={run}"])
+    assert exit_info.value.code == 2 and "are damaged" in capsys.readouterr().err
+    assert (run / "weights" / "best.safetensors").read_bytes() == before

@@ -88,6 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         keys = {**COMMON_KEYS, **task.infer_keys}
         args = check_keys(parse_overrides(argv, keys), INFER_SCHEMA, keys)
         if onnx_model is not None:
+            if args.get("explain"):
+                raise ArgumentError(
+                    f"explain={args['explain']} needs the PyTorch model (a run or a weights file), not the exported "
+                    f"{pre['weights']}"
+                )
             args["_model"] = onnx_model
         if not args["source"] and task.name != "generation":
             raise ArgumentError("source= is required (an image, a folder or a glob)")

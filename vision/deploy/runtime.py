@@ -47,7 +47,11 @@ class OnnxModel:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for a bad file
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"{self.path} is not a valid ONNX model (truncated or corrupt?): {first}") from err
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         if "kind" not in meta or "names" not in meta:
             raise ValueError(f"{self.path} was not written by `vision export` (no 'kind'/'names' metadata)")

@@ -21,8 +21,9 @@ the newest two removed. So the previous complete unit is never touched while a n
 at any moment leaves at least one complete unit once the first save has finished.
 
 Resume (:func:`locate_resume`) reads only units with their final name whose files match their manifest (size and
-SHA-256), newest first; a damaged one is reported and the previous complete one used. A run killed before its first
-save finished has no unit: resuming it starts it again from epoch 1 with its ``args.yaml``, saying so. Run folders
+SHA-256), newest first; a damaged one is reported and the previous complete one used; when every unit is damaged,
+resume refuses (starting again would overwrite the run's weights). A run killed before its first save finished has no
+unit: resuming it starts it again from epoch 1 with its ``args.yaml``, saying so. Run folders
 written before units existed (a bare ``weights/last.state.pt``) still resume.
 
 An ``OSError`` during a save (disk full, quota, permissions) raises :class:`CheckpointError`, naming the file and the
@@ -38,7 +39,6 @@ import hashlib
 import io
 import json
 import os
-import random
 import re
 import shutil
 import time
@@ -47,8 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+
+from vision.engine._rng import capture_rng, restore_rng
 
 __all__ = [
     "CheckpointError",
@@ -339,6 +340,15 @@ def complete_units(weights_dir: str | os.PathLike[str], *, log: Log = None) -> l
     return out
 
 
+def _damage(unit: Path) -> str:
+    """What :func:`verify_unit` finds wrong with ``unit``."""
+    try:
+        verify_unit(unit)
+    except ValueError as err:
+        return str(err)
+    return "intact"
+
+
 def _run_of(state_file: Path) -> Path:
     parent = state_file.parent
     if parent.parent.name == UNITS:
@@ -353,7 +363,8 @@ def locate_resume(target: str | os.PathLike[str], *, log: Log = None) -> tuple[P
     then starts again from epoch 1 with its ``args.yaml``). Messages (fall-backs, interrupted saves) go to ``log``.
 
     Raises:
-        FileNotFoundError: nothing to resume: no complete checkpoint and no ``args.yaml``.
+        FileNotFoundError: nothing to resume: no complete checkpoint and no ``args.yaml``, or every checkpoint of the
+            run is damaged (starting again would overwrite its weights).
     """
     p = Path(target)
     if p.is_file():
@@ -379,6 +390,13 @@ def locate_resume(target: str | os.PathLike[str], *, log: Log = None) -> tuple[P
     legacy = weights / "last.state.pt"
     if legacy.is_file() and not (weights / UNITS).is_dir():
         return run, legacy
+    saved = [q for q in (weights / UNITS).iterdir() if _unit_key(q)] if (weights / UNITS).is_dir() else []
+    if saved:  # checkpoints exist but none is intact: never start again over them
+        newest = max(saved, key=_unit_key)  # type: ignore[arg-type]
+        raise FileNotFoundError(
+            f"resume={target}: all {len(saved)} checkpoints in {weights / UNITS} are damaged (newest, {newest.name}: "
+            f"{_damage(newest)}); nothing resumed or overwritten: restore them, or train a new run without resume="
+        )
     if (run / "args.yaml").is_file():
         if log:
             log(
@@ -425,44 +443,6 @@ def restore_views(state_file: str | os.PathLike[str]) -> None:
     _place_view(unit.state, weights_dir / "last.state.pt")
     if unit.best:
         _place_view(unit.weights, weights_dir / "best.safetensors")
-
-
-def capture_rng() -> dict[str, Any]:
-    """All random states that affect training: Python, NumPy, torch CPU and CUDA."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": [*random.getstate()[1], random.getstate()[0], random.getstate()[2]],
-        "numpy": {
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached": float(np_state[4]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: Mapping[str, Any]) -> None:
-    """Inverse of :func:`capture_rng`."""
-    py = list(state["python"])
-    version, gauss = py[-2], py[-1]
-    random.setstate((int(version), tuple(int(x) for x in py[:-2]), gauss))
-    np_state = state["numpy"]
-    np.random.set_state(
-        (
-            "MT19937",
-            np_state["keys"].numpy().astype(np.uint32),
-            int(np_state["pos"]),
-            int(np_state["has_gauss"]),
-            float(np_state["cached"]),
-        )
-    )
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def move_aside_old_run(path: str | os.PathLike[str], *, log: Log = print) -> Path | None:

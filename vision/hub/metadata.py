@@ -10,11 +10,20 @@ __all__ = ["read_safetensors_metadata"]
 
 
 def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The JSON-decoded metadata of a safetensors file written by :func:`save_weights`."""
-    from safetensors import safe_open
+    """The JSON-decoded metadata of a safetensors file written by :func:`save_weights`.
 
-    with safe_open(str(path), framework="pt") as f:
-        raw = f.metadata() or {}
+    Raises:
+        WeightsFileError: the file is not a readable safetensors file (truncated, corrupt, another format).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    from vision.hub.download import WeightsFileError
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WeightsFileError(f"{path} is not a valid safetensors file (truncated or corrupt?): {err}") from err
     out: dict[str, Any] = {}
     for key, value in raw.items():
         try:
