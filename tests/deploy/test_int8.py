@@ -116,3 +116,27 @@ def test_yolo_int8_keeps_head_outputs_float_and_runs(tmp_path):
     assert weight_types == {onnx.TensorProto.INT8}
     out = load_onnx(path).predict([p.float() / 255 for p in _sample_photos()[:2]])
     assert len(out) == 2 and all(np.isfinite(d["scores"].numpy()).all() for d in out)
+
+
+def test_reduce_range_keeps_weights_to_7_bits(tmp_path):
+    """``reduce_range`` (the default on x86 CPUs without VNNI, whose U8S8 kernels saturate) stores int8 weights in
+    [-64, 63]; without it the per-channel scales use the full [-127, 127]."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from vision.deploy.quantize import saturating_cpu
+
+    torch.manual_seed(0)
+    model = vision.create_model("yolo_n", num_classes=3, imgsz=64).eval()
+    fp32 = load_onnx(export_onnx(model, tmp_path / "yolo.onnx", score_threshold=0.01))
+    calib = [fp32.prepare([p.float() / 255])[0].numpy() for p in _sample_photos()[:2]]
+    largest = {}
+    for reduce in (True, False):
+        path = quantize_int8(fp32.path, tmp_path / f"yolo.{reduce}.onnx", calib, reduce_range=reduce)
+        weights = [
+            numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer if t.data_type == onnx.TensorProto.INT8
+        ]
+        largest[reduce] = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert largest[True] <= 64 and largest[False] == 127
+    assert isinstance(saturating_cpu(), bool)
