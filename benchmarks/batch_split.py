@@ -32,7 +32,6 @@ CASES = {  # model -> (batch, image size)
     "yolo_n": (8, 320),
     "resnet18": (8, 224),
     "efficientnet_lite0": (8, 224),
-    "ssdlite320_mobilenet_v3_large": (8, 320),
 }
 
 
@@ -45,14 +44,6 @@ def _pair(name: str, batch: int, size: int) -> tuple[Callable[[], Any], Callable
         opts = {"score_threshold": 0.001, "iou_threshold": 0.7, "max_det": 300, "amp": False}
         model.fused_network()
         return (lambda: model._detect(x, **opts)), (lambda: model.detect(x, **opts)), (lambda out: out[1])
-    if name.startswith("ssd"):
-        model = vision.create_model(name).eval()
-
-        def network(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # what SSD's predict runs in slices
-            out = model.head(model._features(part))
-            return out["bbox_regression"], out["cls_logits"]
-
-        return (lambda: network(x)), (lambda: split_batch(network, x)), (lambda out: out[1])
     model = vision.create_model(name, num_classes=1000).eval()
     return (lambda: model(x)), (lambda: split_batch(model, x)), (lambda out: out)
 

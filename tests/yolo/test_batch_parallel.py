@@ -103,15 +103,10 @@ def test_yolo_predict_in_slices_equals_the_plain_call(two_threads: None) -> None
     torch.set_num_threads(1)  # the plain path
     plain = model.predict(images, score_threshold=0.05)
     assert sum(len(d["boxes"]) for d in plain) > 0
-    for got, want in zip(sliced, plain):  # random weights: near-equal scores may swap places, so match them
-        assert len(got["scores"]) == len(want["scores"])
-        for box, score, label in zip(got["boxes"], got["scores"], got["labels"]):
-            same = (
-                (want["labels"] == label)
-                & ((want["scores"] - score).abs() < 1e-5)
-                & ((want["boxes"] - box).abs().amax(1) < 1e-3)
-            )
-            assert same.any(), (box, score, label)
+    for got, want in zip(sliced, plain):
+        assert got["labels"].tolist() == want["labels"].tolist()
+        torch.testing.assert_close(got["boxes"], want["boxes"], atol=1e-3, rtol=1e-4)
+        torch.testing.assert_close(got["scores"], want["scores"], atol=1e-5, rtol=1e-4)
 
 
 def test_classifier_predict_in_slices_equals_the_plain_call(two_threads: None) -> None:
@@ -126,25 +121,3 @@ def test_classifier_predict_in_slices_equals_the_plain_call(two_threads: None) -
     plain = model.predict(x, topk=3)
     assert [c for row in sliced for c, _, _ in row] == [c for row in plain for c, _, _ in row]
     assert [p for row in sliced for _, _, p in row] == pytest.approx([p for row in plain for _, _, p in row])
-
-
-def test_ssd_predict_in_slices_equals_the_plain_call(two_threads: None) -> None:
-    torch.manual_seed(0)
-    model = vision.create_model("ssd", backbone="resnet18", num_classes=4, size=128, score_thresh=0.05).eval()
-    images = [torch.rand(3, 96 + 16 * i, 128) for i in range(4)]
-    calls: list[str] = []
-    model.head.register_forward_pre_hook(lambda *_: calls.append(threading.current_thread().name))
-    sliced = model.predict(images)
-    assert len(calls) == 2 and any(name.startswith("vision-batch") for name in calls)
-    torch.set_num_threads(1)  # the plain path
-    plain = model.predict(images)
-    assert sum(len(d["boxes"]) for d in plain) > 0
-    for got, want in zip(sliced, plain):  # random weights: near-equal scores may swap places, so match them
-        assert len(got["scores"]) == len(want["scores"])
-        for box, score, label in zip(got["boxes"], got["scores"], got["labels"]):
-            same = (
-                (want["labels"] == label)
-                & ((want["scores"] - score).abs() < 1e-5)
-                & ((want["boxes"] - box).abs().amax(1) < 1e-3)
-            )
-            assert same.any(), (box, score, label)

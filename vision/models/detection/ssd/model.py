@@ -13,7 +13,6 @@ matcher, hard-negative-mining loss and resize/normalise transform) with the visi
   space (``1..num_classes-1``: data-set label + 1, as :func:`vision.models.detection.common.to_model_targets` makes
   them; label 0, the background, or a label ``>= num_classes`` raises ``ValueError`` naming the target); returns
   ``{"bbox_regression", "classification"}`` in train or eval mode; degenerate boxes are dropped.
-- On the CPU, ``predict`` runs slices of a batch side by side in threads (:func:`vision.utils.parallel.split_batch`).
 - Post-processing: per class the ``topk_candidates`` best scores above ``score_thresh``, then one call of our
   :func:`vision.ops.batched_nms` for the whole batch (groups = image x class) instead of torchvision's per-image loop;
   the kept detections are exactly torchvision's.
@@ -57,7 +56,6 @@ from vision.models.detection.common import as_image_list, check_targets, rebuild
 from vision.necks.ssd_extra import SSDExtraLayers
 from vision.ops import batched_nms
 from vision.registry import MODELS, NECKS
-from vision.utils.parallel import split_batch
 
 __all__ = ["SSD", "ssd", "ssd300_vgg16", "ssdlite320_mobilenet_v3_large"]
 
@@ -135,18 +133,9 @@ class SSD(tv_ssd.SSD):
             imgs = [im.to(device) for im in as_image_list(images)]
             sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in imgs]
             batch, _ = self.transform(imgs, None)
-            grids: list[tuple[int, int]] = []
-
-            def network(x: Tensor) -> tuple[Tensor, Tensor]:
-                features = self._features(x)
-                grids[:] = [(int(f.shape[-2]), int(f.shape[-1])) for f in features]  # the same for every slice
-                out = self.head(features)
-                return out["bbox_regression"], out["cls_logits"]
-
-            regression, logits = split_batch(network, batch.tensors)  # on the CPU, slices of the batch in threads
-            # the default boxes depend on the feature maps' sizes (and dtype, device) only
-            anchors = self.anchor_generator(batch, [regression.new_empty((0, 0, *g)) for g in grids])
-            head_outputs = {"bbox_regression": regression, "cls_logits": logits}
+            features = list(self._features(batch.tensors))
+            head_outputs = self.head(features)
+            anchors = self.anchor_generator(batch, features)
             detections = self.postprocess_detections(head_outputs, anchors, batch.image_sizes)
             return self.transform.postprocess(detections, batch.image_sizes, sizes)
         finally:
