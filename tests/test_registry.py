@@ -135,3 +135,10 @@ def test_plugins_command_reports_status(plugin_site, capsys):
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
     assert "tinyplug: ok" in out and "brokenplug: failed" in out
+
+
+def test_unknown_task_names_the_known_ones() -> None:
+    from vision.engine.task import get_task
+
+    with pytest.raises(ValueError, match=r"unknown task 'detectoin' \(did you mean 'detection'\?\); known tasks: "):
+        get_task("detectoin")

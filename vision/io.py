@@ -35,11 +35,19 @@ _FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
+_WHY = {
+    "missing_file": "no such file",
+    "empty_file": "the file is empty (0 bytes)",
+    "unreadable": "not a readable image",
+}
+
+
 class ImageReadError(OSError):
     """An image file that cannot be used; ``reason`` is a key of :data:`vision.data._bad.REASONS`."""
 
     def __init__(self, path: str | os.PathLike, reason: str, detail: str = "") -> None:
-        super().__init__(f"{path}: {reason}{f' ({detail})' if detail else ''}")
+        why = _WHY.get(reason, reason)
+        super().__init__(f"{path}: {why}{f' ({detail})' if detail else ''}")
         self.path = str(path)
         self.reason = reason
         self.detail = detail

@@ -77,15 +77,15 @@ def test_loader_carries_on(bad_coco: tuple[Path, Path], workers: int) -> None:
 def test_read_image_reasons(tmp_path: Path, image_writer) -> None:
     with pytest.raises(ImageReadError) as err:
         read_image(tmp_path / "nope.png")
-    assert err.value.reason == "missing_file"
+    assert err.value.reason == "missing_file" and str(err.value).endswith("nope.png: no such file")
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(ImageReadError) as err:
         read_image(tmp_path / "empty.png")
-    assert err.value.reason == "empty_file"
+    assert err.value.reason == "empty_file" and str(err.value).endswith("empty.png: the file is empty (0 bytes)")
     (tmp_path / "text.jpg").write_bytes(b"hello")
     with pytest.raises(ImageReadError) as err:
         read_image(tmp_path / "text.jpg")
-    assert err.value.reason == "unreadable"
+    assert err.value.reason == "unreadable" and "text.jpg: not a readable image (" in str(err.value)
     rgb = image_writer(tmp_path / "ok.png", 5, 7)
     assert np.array_equal(read_image(tmp_path / "ok.png", layout="hwc"), rgb)
     grey = tmp_path / "grey.png"

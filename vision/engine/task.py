@@ -14,6 +14,7 @@ The model's side of the contract:
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -43,8 +44,10 @@ def get_task(name: str) -> type[Task]:
     """The task class registered as ``name`` (built-in tasks are imported on first use)."""
     try:
         return TASKS.get(name).builder
-    except UnknownNameError as err:
-        raise ValueError(f"{err}; known tasks: {', '.join(TASKS)}") from None
+    except UnknownNameError:
+        close = difflib.get_close_matches(str(name), list(TASKS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown task {name!r}{hint}; known tasks: {', '.join(TASKS)}") from None
 
 
 def move_to(obj: Any, device: torch.device, *, non_blocking: bool = True) -> Any:
