@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from vision.cli.common import USER_ERRORS, command_line, fail, user_message
-from vision.utils.keys import ArgumentError, check_keys, integer, merge, parse_overrides
+from vision.utils.keys import ArgumentError, check_keys, integer, merge, override_key, parse_overrides
 
 __all__ = ["PRUNE_KEYS", "PRUNE_SCHEMA", "compression_stats", "main", "prune_model"]
 
@@ -60,11 +60,6 @@ PRUNE_KEYS: dict[str, Any] = {
 
 #: the type and range of the integer keys (``ratio`` and ``method`` are checked where they are read)
 PRUNE_SCHEMA = {"imgsz": integer(1), "latency_runs": integer(1), "calibration_batches": integer(1)}
-
-
-def _key(arg: str) -> str:
-    """The key of a ``key=value`` argument, as :func:`parse_overrides` reads it (``--calibration-batches`` too)."""
-    return arg.split("=", 1)[0].strip().lstrip("-").replace("-", "_")
 
 
 def _is_yolo(model: nn.Module) -> bool:
@@ -232,7 +227,7 @@ class _Evaluator:
         self.args: dict[str, Any] | None = None
         self.task: Any = None
         self.loader: Any = None
-        if not any(_key(a) in ("data", "recipe") for a in train_argv):
+        if not any(override_key(a) in ("data", "recipe") for a in train_argv):
             return
         from torch.utils.data import DataLoader
 
@@ -343,10 +338,10 @@ def _check_train_keys(train_argv: list[str]) -> None:
     for task in ("classification", "detection"):
         keys = merge(keys, get_task(task).defaults, strict=False)
     parse_overrides(train_argv, {**keys, **PRUNE_KEYS}, open_sections=OPEN_SECTIONS)
-    epochs = [a.split("=", 1)[1] for a in train_argv if _key(a) == "epochs"]
+    epochs = [a.split("=", 1)[1] for a in train_argv if override_key(a) == "epochs"]
     if epochs:
         n = COMMON_SCHEMA["epochs"].check("epochs", epochs[-1].strip())
-        if not any(_key(a) in ("data", "recipe") for a in train_argv):
+        if not any(override_key(a) in ("data", "recipe") for a in train_argv):
             raise ArgumentError(f"epochs={n} needs data= (or a recipe= naming it) to fine-tune the pruned model on")
 
 
@@ -358,8 +353,8 @@ def _run(argv: list[str]) -> int:
     for arg in argv:
         if "=" not in arg:
             raise ArgumentError(f"argument {arg!r} is not of the form key=value")
-    own = [a for a in argv if _key(a) in PRUNE_KEYS]
-    train_argv = [a for a in argv if _key(a) not in PRUNE_KEYS or _key(a) == "imgsz"]
+    own = [a for a in argv if override_key(a) in PRUNE_KEYS]
+    train_argv = [a for a in argv if override_key(a) not in PRUNE_KEYS or override_key(a) == "imgsz"]
     args = check_keys(parse_overrides(own, PRUNE_KEYS), PRUNE_SCHEMA)
     _check_train_keys(train_argv)
     if not args["weights"] and not args["model"]:
@@ -407,7 +402,7 @@ def _run(argv: list[str]) -> int:
     rows.append(
         (f"pruned {ratio:g} ({args['method']})", compression_stats(reloaded, example, runs=runs), evaluator(reloaded))
     )
-    if evaluator.task is not None and any(_key(a) == "epochs" for a in train_argv):
+    if evaluator.task is not None and any(override_key(a) == "epochs" for a in train_argv):
         tune_argv = [*train_argv, f"project={args['project']}"]
         run = _fine_tune(pruned, tune_argv, task_name, model_name, meta, f"{out.name}_ft")
         tuned = vision.load_model(run)

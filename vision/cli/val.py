@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from vision.cli.common import USER_ERRORS, command_line, fail, user_message
-from vision.utils.keys import ArgumentError, check_keys, flag, integer, parse_overrides
+from vision.utils.keys import ArgumentError, check_keys, flag, integer, override_key, parse_overrides
 
 __all__ = ["VAL_KEYS", "VAL_SCHEMA", "OnnxAsModule", "evaluate", "main"]
 
@@ -152,7 +152,7 @@ def _task_keys(argv: list[str], run: dict[str, Any]) -> dict[str, Any]:
     from vision.engine.config import COMMON_SCHEMA
     from vision.engine.task import get_task
 
-    given = [a.split("=", 1)[0].strip().lstrip("-").replace("-", "_") for a in argv]
+    given = [override_key(a) for a in argv]
     updated = parse_overrides(argv, run, open_sections=("model_kwargs",))
     return check_keys(updated, {**COMMON_SCHEMA, **get_task(str(run["task"])).schema}, run, only=given)
 
@@ -166,7 +166,7 @@ def evaluate(argv: Sequence[str]) -> tuple[Path, dict[str, float]]:
     from vision.engine.task import get_task
     from vision.utils import increment_dir, pick_device
 
-    own = [a for a in argv if a.split("=", 1)[0].strip().lstrip("-") in VAL_KEYS]
+    own = [a for a in argv if override_key(a) in VAL_KEYS]
     args = check_keys(parse_overrides(own, VAL_KEYS), VAL_SCHEMA, VAL_KEYS)
     if not args["weights"]:
         raise ArgumentError("weights= is required (a run folder, a weights file, a tag or an .onnx file)")

@@ -63,11 +63,15 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _bbox_problem(bbox: Any) -> tuple[str, str] | None:
     """``None`` for a usable COCO ``[x, y, w, h]``, else ``(reason, what is wrong)``."""
     if not isinstance(bbox, list | tuple) or len(bbox) != 4:
         return "bad_annotation", "is not a list of four numbers"
-    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in bbox):
+    if not all(_is_number(v) for v in bbox):
         return "bad_annotation", "holds a value that is not a number"
     values = [float(v) for v in bbox]
     if not all(math.isfinite(v) for v in values):
@@ -81,7 +85,7 @@ def _size_problem(img: dict[str, Any]) -> str | None:
     """``None`` when the image record's ``width``/``height`` (absent: unknown) are whole numbers >= 0."""
     for key in ("width", "height"):
         v = img.get(key, 0)
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0 or v != int(v):
+        if not _is_number(v) or not math.isfinite(v) or v < 0 or v != int(v):
             return f"{key!r} {v!r} is not a whole number >= 0"
     return None
 
@@ -105,7 +109,7 @@ def _clipped_annotation(ann: dict[str, Any], box: np.ndarray, clipped: bool) -> 
     area = ann.get("area")
     if clipped:
         ann = {**ann, "bbox": [x0, y0, x1 - x0, y1 - y0]}
-    if not isinstance(area, numbers.Real) or isinstance(area, bool) or (clipped and not ann.get("segmentation")):
+    if not _is_number(area) or (clipped and not ann.get("segmentation")):
         ann = {**ann, "area": (x1 - x0) * (y1 - y0)}
     return ann
 
@@ -368,8 +372,7 @@ class CocoDetection(FileDetectionDataset):
                     self._log.add(path, "bad_annotation", f"annotation {ann.get('id')}: {problem}")
                     self.boxes_dropped += 1
                     continue
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            boxes.append([x, y, x + w, y + h])
+            boxes.append(_xyxy(ann["bbox"]))
             labels.append(self.cat_id_to_label[ann["category_id"]])
             crowd.append(is_crowd)
             kept.append(ann)

@@ -14,7 +14,6 @@ The model's side of the contract:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from vision.registry import TASKS, Entry, UnknownNameError
+from vision.registry import TASKS, Entry, UnknownNameError, close_matches
 
 __all__ = ["TASKS", "Task", "get_task", "move_to", "register_task"]
 
@@ -45,7 +44,7 @@ def get_task(name: str) -> type[Task]:
     try:
         return TASKS.get(name).builder
     except UnknownNameError:
-        close = difflib.get_close_matches(str(name), list(TASKS), n=1)
+        close = close_matches(str(name), TASKS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"unknown task {name!r}{hint}; known tasks: {', '.join(TASKS)}") from None
 

@@ -89,6 +89,12 @@ def _unknown(key: str, known: Iterable[str]) -> str:
     return f"unknown key {key!r}.{hint} Known keys: {', '.join(known)}"
 
 
+def override_key(arg: str) -> str:
+    """The key of a ``key=value`` argument as :func:`parse_overrides` reads it: stripped, leading dashes dropped,
+    inner dashes as underscores (``--calibration-batches=2`` -> ``calibration_batches``)."""
+    return arg.split("=", 1)[0].strip().lstrip("-").replace("-", "_")
+
+
 def parse_overrides(
     argv: Iterable[str], defaults: Mapping[str, Any], *, open_sections: Iterable[str] = ()
 ) -> dict[str, Any]:
@@ -110,8 +116,7 @@ def parse_overrides(
     for arg in argv:
         if "=" not in arg or arg.startswith("="):
             raise ArgumentError(f"argument {arg!r} is not of the form key=value")
-        key, text = arg.split("=", 1)
-        key = key.strip().lstrip("-").replace("-", "_")
+        key, text = override_key(arg), arg.split("=", 1)[1]
         if key not in known and not key.startswith(opened) and key not in open_sections:
             if key in sections:
                 raise ArgumentError(f"{key!r} is a section; set one of its keys, e.g. {key}.<name>=value")

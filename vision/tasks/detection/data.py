@@ -6,12 +6,12 @@ than ignored, as a misspelt ``val`` would silently train without validation."""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from vision.data._bad import DataError
+from vision.registry import close_matches
 
 __all__ = ["SPEC_KEYS", "SPLIT_KEYS", "SYNTHETIC_KEYS", "load_data_spec"]
 
@@ -29,7 +29,7 @@ def _refuse_unknown(where: str, given: Iterable[Any], known: Sequence[str]) -> N
     for key in given:
         if key in known:
             continue
-        close = [_ALIASES[key]] if _ALIASES.get(key) in known else difflib.get_close_matches(str(key), known, n=1)
+        close = [_ALIASES[key]] if _ALIASES.get(key) in known else close_matches(str(key), known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise DataError(f"{where}: unknown key {key!r}{hint}; known keys: {', '.join(known)}")
 
