@@ -13,6 +13,13 @@ batch in the first dimension. The caller's grad mode, inference mode and CPU aut
 It falls back to a plain call when there is nothing to gain (one image, one intra-op thread, a non-CPU tensor, or a
 call that is already inside a slice), so it is safe to wrap any inference path with it.
 
+A batch that cannot be split (one image) runs with PyTorch's per-operator threads, and there a busy core hurts most:
+beside one CPU-bound process on 2 cores, the thread that shares its core with that process finishes every operator
+late and YOLO-n at 640 px runs *slower* on 2 threads than on 1 (148-162 ms against 140-155 ms; 88-106 ms idle).
+So the plain call runs with the intra-op threads fitted to the cores that other processes have left free lately
+(:func:`fitted_threads`: from ``/proc/stat`` and this process's own CPU time over the last quarter second), never
+more than the caller's ``torch.get_num_threads()``. ``VISION_FIT_THREADS=0`` turns that off.
+
 Example:
     >>> logits = split_batch(model, images)  # images [B, 3, H, W] on the CPU; same result as model(images)
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
@@ -28,12 +36,91 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["split_batch"]
+__all__ = ["CpuShare", "fitted_threads", "split_batch"]
 
 _state = threading.local()  # .inside: this thread is running a slice
 _pool: ThreadPoolExecutor | None = None
 _pool_key: tuple[int, int] = (-1, 0)  # (pid, threads) of the pool
 _pool_lock = threading.Lock()
+
+
+def _cpu_set() -> set[int]:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return os.sched_getaffinity(0)
+    return set(range(os.cpu_count() or 1))
+
+
+def _busy_seconds(cpus: set[int], stat: str = "/proc/stat") -> float | None:
+    """CPU seconds the CPUs ``cpus`` have spent busy since boot (everything but idle and iowait; time the hypervisor
+    stole counts as busy), from ``/proc/stat``; None where it cannot be read (not Linux)."""
+    try:
+        with open(stat, encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    ticks = 0
+    for line in lines:
+        name, *fields = line.split()
+        if name[:3] == "cpu" and name[3:].isdigit() and int(name[3:]) in cpus:
+            values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+            ticks += sum(values) - values[3] - values[4]
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class CpuShare:
+    """How many of this process's CPUs other processes have kept busy lately.
+
+    A :meth:`busy_elsewhere` call at least ``window`` seconds after the last sample takes a new one: the CPU seconds
+    the CPUs spent busy minus this process's own CPU seconds, per second of wall time since the last sample. Calls in
+    between return the last estimate; until two samples exist, and where ``/proc/stat`` cannot be read, it is 0.
+
+    Args:
+        window: shortest wall time, in seconds, between two samples (``/proc/stat`` counts in 10 ms ticks).
+        read: returns ``(busy CPU seconds of the CPUs or None, own CPU seconds)``; by default ``/proc/stat`` for
+            :func:`os.sched_getaffinity`'s CPUs and ``time.process_time()``.
+        clock: wall time in seconds (``time.monotonic``).
+    """
+
+    def __init__(
+        self,
+        window: float = 0.25,
+        read: Callable[[], tuple[float | None, float]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window = window
+        self._read = read or (lambda: (_busy_seconds(_cpu_set()), time.process_time()))
+        self._clock = clock
+        self._last: tuple[float, float, float] | None = None  # (wall, busy, own) of the last sample
+        self._estimate = 0.0
+        self._lock = threading.Lock()
+
+    def busy_elsewhere(self) -> float:
+        """Cores' worth of CPU time other processes used per second over the last window (>= 0)."""
+        with self._lock:
+            wall = self._clock()
+            if self._last is not None and wall - self._last[0] < self.window:
+                return self._estimate
+            busy, own = self._read()
+            if busy is None:
+                return 0.0
+            if self._last is not None:
+                last_wall, last_busy, last_own = self._last
+                self._estimate = max(0.0, (busy - last_busy) - (own - last_own)) / (wall - last_wall)
+            self._last = (wall, busy, own)
+            return self._estimate
+
+
+_share = CpuShare()
+
+
+def fitted_threads(threads: int, share: CpuShare | None = None) -> int:
+    """``threads`` lowered to the cores of this process's CPU set that other processes left free lately (rounded,
+    at least 1); ``threads`` itself when ``VISION_FIT_THREADS=0`` or ``threads < 2``."""
+    if threads < 2 or os.environ.get("VISION_FIT_THREADS", "1") == "0":
+        return threads
+    free = len(_cpu_set()) - (share or _share).busy_elsewhere()
+    return max(1, min(threads, int(free + 0.5)))
 
 
 def _workers(n: int) -> ThreadPoolExecutor:
@@ -101,13 +188,23 @@ def split_batch(fn: Callable[[Tensor], Any], x: Tensor, *, min_per_slice: int = 
     Returns:
         What ``fn(x)`` returns, outputs of the slices concatenated in batch order. Run as a plain ``fn(x)`` when
         ``x`` is not on the CPU, ``torch.get_num_threads() < 2``, ``B < 2 * min_per_slice``, or when called from
-        inside a slice. With ``T`` intra-op threads, ``min(T, B // min_per_slice)`` slices each get ``T // slices``
-        threads; the caller's thread runs the first slice and its thread count is restored afterwards.
+        inside a slice; on the CPU with :func:`fitted_threads` intra-op threads. With ``T`` intra-op threads,
+        ``min(T, B // min_per_slice)`` slices each get ``T // slices`` threads; the caller's thread runs the first
+        slice and its thread count is restored afterwards.
     """
     threads = torch.get_num_threads()
     slices = min(threads, x.shape[0] // max(1, min_per_slice)) if x.dim() else 0
-    if x.device.type != "cpu" or slices < 2 or getattr(_state, "inside", False):
+    if x.device.type != "cpu" or getattr(_state, "inside", False):
         return fn(x)
+    if slices < 2:
+        fitted = fitted_threads(threads)
+        if fitted == threads:
+            return fn(x)
+        torch.set_num_threads(fitted)
+        try:
+            return fn(x)
+        finally:
+            torch.set_num_threads(threads)
     inner = max(1, threads // slices)
     parts = x.tensor_split(slices)
     modes = _modes()
