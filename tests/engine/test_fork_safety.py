@@ -16,6 +16,7 @@ SCRIPT = textwrap.dedent(
     from torch.utils.data import DataLoader
     from vision.engine._parts import cpu_workers, single_threaded_worker
 
+    torch.set_num_threads(1)  # a core left for a worker (cpu_workers gives none when the step takes every core)
     cv2.setNumThreads(2)  # the default on 2 cores: drawing starts a pool of threads
     for _ in range(3):
         cv2.GaussianBlur(np.zeros((1500, 1500, 3), np.uint8), (31, 31), 0)
