@@ -116,6 +116,24 @@ def test_yolo_teacher_with_other_classes_is_refused():
         YoloDistiller(teacher, alpha=0.5, temperature=1.0).attach(vision.create_model("yolo_n", num_classes=3))
 
 
+def test_teacher_trained_on_other_class_names_is_one_error_line(tmp_path, capsys):
+    from vision.cli.train import main as train_main
+    from vision.engine.checkpoint import save_weights
+
+    meta = {"model": "yolo_n", "task": "detection", "classes": ["rbc", "wbc", "platelets"]}
+    teacher = save_weights(
+        tmp_path / "teacher.safetensors", vision.create_model("yolo_n", num_classes=3).state_dict(), meta
+    )
+    argv = ["recipe=yolo_n_synthetic", f"teacher={teacher}", "synthetic.train=8", "device=cpu", "workers=0",
+            "plots=false", "tensorboard=false", f"project={tmp_path / 'runs'}"]  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        train_main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the teacher's classes ['rbc', 'wbc', 'platelets'] are not "
+                                               "the data's ['circle', 'rectangle', 'triangle']"), err  # fmt: skip
+
+
 def test_bad_teacher_names_itself():
     from vision.tasks._distill import distill_options, load_teacher
 

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from vision.data._gpu_parts import _areas, _boxes_from_map, _pad_images, _pad_masks, _unpad
 from vision.data.collate import instance_map, pad_targets
+from vision.data.knobs import check_knobs
 from vision.data.transforms import BOX_FIELDS
 
 __all__ = ["AugParams", "GpuAugment"]
@@ -147,6 +148,7 @@ class GpuAugment(nn.Module):
         min_visibility: float = 0.1,
     ) -> None:
         super().__init__()
+        check_knobs({k: v for k, v in locals().items() if k not in ("self", "size", "__class__")})
         self.size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
         self.hflip, self.vflip, self.mosaic = float(hflip), float(vflip), float(mosaic)
         self.scale = _pair(scale, 1.0) if isinstance(scale, int | float) else _pair(scale)

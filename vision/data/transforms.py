@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vision.data.knobs import check_knobs
 from vision.ops.letterbox import letterbox_info
 from vision.registry import UnknownNameError
 
@@ -130,7 +131,7 @@ def build_transform(name: str, **kwargs: Any) -> Callable[..., Any]:
         close = [m for u in unknown for m in difflib.get_close_matches(u, list(params), n=1)]
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise TypeError(f"transform recipe {name!r} got unknown argument(s) {', '.join(unknown)}.{hint} Valid: {valid}")
-    return fn(**kwargs)
+    return fn(**check_knobs(kwargs, recipe=name))
 
 
 def _as_hwc(image: np.ndarray | Tensor) -> np.ndarray:

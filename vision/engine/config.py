@@ -254,7 +254,10 @@ def _checked(args: dict[str, Any], defaults: dict[str, Any], task_schema: dict[s
         from vision.engine.task import get_task
 
         task_schema = get_task(str(args["task"])).schema
-    return check_keys(args, {**COMMON_SCHEMA, **task_schema}, defaults)
+    # augment.* values are checked knob by knob where the augmentation is built (vision.data.knobs), not by the type of
+    # a recipe's default: a recipe's augment.scale=0.5 must not refuse a range augment.scale=[0.8,1.2]
+    typed = {k: v for k, v in defaults.items() if k != "augment"}
+    return check_keys(args, {**COMMON_SCHEMA, **task_schema}, typed)
 
 
 def _check_model_task(model: str, task: str) -> None:

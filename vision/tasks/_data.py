@@ -4,14 +4,14 @@ splits, so a plugin's dataset works with ``tools/train.py data=<its name>`` like
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torch.utils.data import Dataset
 
 from vision.registry import DATASETS
 
-__all__ = ["registered_split", "split_datasets"]
+__all__ = ["check_class_names", "registered_split", "split_datasets"]
 
 
 def split_datasets(task: str) -> list[str]:
@@ -48,3 +48,43 @@ def registered_split(
         return None
     kwargs = {k: v for k, v in offered.items() if _takes(entry.builder, k)}
     return entry.builder(split=split, **kwargs, **dict(options or {}))
+
+
+def _shown(names: Sequence[str]) -> str:
+    return str(list(names)) if len(names) <= 12 else f"{list(names)[:12]} ... ({len(names)} classes)"
+
+
+def check_class_names(
+    model: Sequence[str] | None, data: Sequence[str] | None, *, model_label: str, data_label: str
+) -> None:
+    """Refuse a model whose class list is not the data's: label ``i`` must mean the same class to both.
+
+    Names are compared in order, ignoring case and surrounding spaces; nothing is checked when either list is
+    unknown (empty or ``None``).
+
+    Args:
+        model: the model's class names (e.g. ``model.categories``, a teacher's).
+        data: the data set's class names, in label order.
+        model_label, data_label: how the message names the two (``"the model"``, ``"data=bccd"``).
+
+    Raises:
+        ArgumentError: one line naming both lists: a different count, the same classes in another order, or other
+            classes.
+    """
+    from vision.utils.keys import ArgumentError
+
+    if not model or not data:
+        return
+    a, b = [str(n).strip().casefold() for n in model], [str(n).strip().casefold() for n in data]
+    if a == b:
+        return
+    if len(a) != len(b):
+        why = f"{model_label} has {len(a)} classes {_shown(model)}, {data_label} has {len(b)}: {_shown(data)}"
+    elif sorted(a) == sorted(b):
+        i = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+        why = (f"{model_label}'s classes {_shown(model)} are {data_label}'s {_shown(data)} in another order (label {i} "
+               f"is {model[i]!r} to one, {data[i]!r} to the other)")  # fmt: skip
+    else:
+        other = ", ".join(sorted(set(a) - set(b)))
+        why = f"{model_label}'s classes {_shown(model)} are not {data_label}'s {_shown(data)} ({other} unknown there)"
+    raise ArgumentError(f"{why}: label i must mean the same class to both")

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from vision.engine.distributed import all_gather_objects
 from vision.engine.task import Task, register_task
-from vision.tasks._data import registered_split, split_datasets
+from vision.tasks._data import check_class_names, registered_split, split_datasets
 from vision.tasks._distill import DISTILL_KEYS
 from vision.tasks.classification.infer import CLASSIFICATION_KEYS, infer_classification
 from vision.tasks.classification.metrics import classification_metrics
@@ -69,11 +69,13 @@ class ClassificationTask(Task):
         size = int(self.args["imgsz"])
         aug = dict(self.args.get("augment") or {})
         name = aug.pop("name", "classification_train")
+        from vision.data.knobs import check_knobs
         from vision.data.transforms import list_transforms, transform_arguments
 
         if name not in list_transforms():
             raise ArgumentError(f"augment.name={name} is not a transform recipe; valid: {', '.join(list_transforms())}")
         check_section("augment", aug, ["name", *transform_arguments(name)], reserved=("size", "mean", "std"))
+        aug = check_knobs(aug, prefix="augment.", recipe=name)
         common = {"mean": tuple(self.args["mean"]), "std": tuple(self.args["std"])}
         train = build_transform(name, size=size, **common, **aug)
         val = build_transform("classification_eval", size=size, crop_pct=1.0, **common)
@@ -133,6 +135,8 @@ class ClassificationTask(Task):
             from vision.tasks.classification.distill import ClassifierDistiller
 
             self.distiller = ClassifierDistiller.from_args(self.args)
+            teacher = getattr(self.distiller.teacher, "categories", None)
+            check_class_names(teacher, self.classes, model_label="the teacher", data_label="the data")
         return model
 
     def prepare_batch(self, batch: Any, device: torch.device, *, train: bool) -> Any:

@@ -59,7 +59,7 @@ from vision.models.detection.common import (
     to_dataset_detections,
     to_model_targets,
 )
-from vision.tasks._data import registered_split
+from vision.tasks._data import check_class_names, registered_split
 from vision.tasks._distill import DISTILL_KEYS
 from vision.tasks.detection.data import SYNTHETIC_KEYS, load_data_spec
 from vision.tasks.detection.infer import DETECTION_KEYS, infer_detection
@@ -204,7 +204,9 @@ class DetectionTask(Task):
 
             accepted = transform_arguments("detection_train") if name == "detection_train" else []
         check_section("augment", aug, ["name", *accepted], reserved=("size",))
-        return name, aug
+        from vision.data.knobs import check_knobs
+
+        return name, check_knobs(aug, prefix="augment.", recipe=name)
 
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
         from vision.data import CocoDetection, build_transform
@@ -267,6 +269,8 @@ class DetectionTask(Task):
 
             self.distiller = YoloDistiller.from_args(self.args)
             self.distiller.attach(model)
+            teacher = getattr(self.distiller.teacher, "categories", None)
+            check_class_names(teacher, self.classes, model_label="the teacher", data_label="the data")
         return model
 
     def _generator(self, device: torch.device, targets: Sequence[Mapping[str, Any]]) -> torch.Generator:
