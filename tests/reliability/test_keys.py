@@ -131,6 +131,23 @@ def test_augment_typo_names_the_key_and_the_valid_ones(capsys, tmp_path, recipe,
     assert "TypeError" not in line
 
 
+@pytest.mark.parametrize(
+    ("recipe", "arg", "allowed"),
+    [
+        ("resnet18_digits", "augment.hflip=2", "a finite number in [0.0, 1.0]"),  # albumentations recipe
+        ("resnet18_digits", "augment.scale=[0.5,1.5]", "a pair [low, high] with low <= high, both in (0.0, 1.0]"),
+        ("yolo_n_synthetic", "augment.saturation=3", "a finite number in [0.0, 1.0]"),  # GPU augmenter
+        ("yolo_n_synthetic", "augment.scale=[1.5,0.5]", "a number in [0.0, 0.99] or a pair [low, high] with low"),
+        ("yolo_n_synthetic", "augment.mosaic=abc", "a finite number in [0.0, 1.0]"),
+    ],
+)
+def test_augment_values_out_of_range_are_one_error_line(capsys, tmp_path, recipe, arg, allowed):
+    argv = [f"recipe={recipe}", arg, "synthetic.train=8" if "yolo" in recipe else "fraction=0.05"]
+    key = arg.split("=")[0]
+    line = _refused(capsys, tmp_path, [*argv, *QUICK], f"error: {key}=", f"is not allowed: {key} must be {allowed}")
+    assert "Traceback" not in line
+
+
 def test_fid_preflight_fails_before_any_epoch(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("VISION_HOME", str(tmp_path / "empty_cache"))
     monkeypatch.setenv("VISION_OFFLINE", "1")
@@ -150,6 +167,32 @@ def test_infer_keys_are_checked_before_anything_is_loaded(capsys, tmp_path, arg,
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {arg} is not allowed: {arg.split('=')[0]} must be {allowed}"
     ]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["model=resnet18", "weights=m.onnx", "source=x.jpg"],
+         "model=resnet18 does not apply to weights=m.onnx: an exported file carries its own network (a yolo_n); "
+         "leave model= out"),
+        (["model=dcgan", "source=x.jpg"], "source=x.jpg does not apply to a generator: it draws new images (n= sets "
+         "how many)"),
+    ],
+)  # fmt: skip
+def test_infer_keys_that_would_be_ignored_are_refused(capsys, tmp_path, monkeypatch, argv, message):
+    import sys
+    import types
+
+    from vision.cli.infer import main as infer_main
+
+    deploy = types.ModuleType("vision.deploy")  # an exported yolo_n file, as load_onnx reads it
+    deploy.load_onnx = lambda path: types.SimpleNamespace(task="detection", metadata={"model": "yolo_n"})  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vision.deploy", deploy)
+    with pytest.raises(SystemExit) as exit_info:
+        infer_main([*argv, f"project={tmp_path / 'out'}"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
     assert not (tmp_path / "out").exists()
 
 

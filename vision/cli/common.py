@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from vision.data._bad import DataError
 from vision.engine.checkpoint import CheckpointError
@@ -12,7 +13,7 @@ from vision.hub.adapt import WeightsMismatchError
 from vision.io import ImageReadError
 from vision.utils.keys import ArgumentError
 
-__all__ = ["USER_ERRORS", "command_line", "fail", "user_message", "wants_help"]
+__all__ = ["USER_ERRORS", "check_onnx_model_key", "command_line", "fail", "user_message", "wants_help"]
 
 #: the exceptions that mean a user's mistake or a missing/bad resource (never a bug): one ``error:`` line, exit 2.
 #: ``KeyError`` covers unknown registry names; ``OSError`` unreadable paths; ``DownloadError`` unreachable weights.
@@ -29,6 +30,18 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     KeyError,
 )
+
+
+def check_onnx_model_key(model: str, weights: str, onnx_model: Any) -> None:
+    """Refuse ``model=`` next to an exported ``.onnx`` file unless it names the file's own network: the file carries
+    its network (``onnx_model.metadata["model"]``), so any other name would be ignored without a word."""
+    own = str((getattr(onnx_model, "metadata", None) or {}).get("model", "") or "")
+    if model and model != own:
+        held = f" (a {own})" if own else ""
+        raise ArgumentError(
+            f"model={model} does not apply to weights={weights}: an exported file carries its own network{held}; "
+            "leave model= out"
+        )
 
 
 def user_message(err: BaseException) -> str:

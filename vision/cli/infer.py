@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from vision.cli.common import USER_ERRORS, command_line, fail, user_message
+from vision.cli.common import USER_ERRORS, check_onnx_model_key, command_line, fail, user_message
 from vision.utils.keys import ArgumentError, check_keys, integer, number, parse_overrides
 
 __all__ = ["COMMON_KEYS", "main"]
@@ -84,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from vision.deploy import load_onnx
 
             onnx_model = load_onnx(pre["weights"])
+            check_onnx_model_key(pre.get("model", ""), pre["weights"], onnx_model)
         task = get_task(onnx_model.task if onnx_model else _task_name(pre.get("model", ""), pre.get("weights", "")))
         keys = {**COMMON_KEYS, **task.infer_keys}
         args = check_keys(parse_overrides(argv, keys), INFER_SCHEMA, keys)
@@ -96,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args["_model"] = onnx_model
         if not args["source"] and task.name != "generation":
             raise ArgumentError("source= is required (an image, a folder or a glob)")
+        if args["source"] and task.name == "generation":
+            raise ArgumentError(
+                f"source={args['source']} does not apply to a generator: it draws new images (n= sets how many)"
+            )
         out_dir = task.infer(args)
     except (*USER_ERRORS, OSError, RuntimeError, NotImplementedError) as err:
         fail(user_message(err))

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vision.cli.common import USER_ERRORS, command_line, fail, user_message
+from vision.cli.common import USER_ERRORS, check_onnx_model_key, command_line, fail, user_message
 from vision.utils.keys import ArgumentError, check_keys, flag, integer, override_key, parse_overrides
 
 __all__ = ["VAL_KEYS", "VAL_SCHEMA", "OnnxAsModule", "evaluate", "main"]
@@ -164,6 +164,7 @@ def evaluate(argv: Sequence[str]) -> tuple[Path, dict[str, float]]:
     from vision._loader import load_model
     from vision.engine.reporting import MetricsLogger
     from vision.engine.task import get_task
+    from vision.tasks._data import check_class_names
     from vision.utils import increment_dir, pick_device
 
     own = [a for a in argv if override_key(a) in VAL_KEYS]
@@ -176,8 +177,10 @@ def evaluate(argv: Sequence[str]) -> tuple[Path, dict[str, float]]:
     if is_onnx and not Path(str(args["weights"])).is_file():
         raise ArgumentError(f"weights={args['weights']}: no such file")
     onnx_model = _load_onnx(str(args["weights"])) if is_onnx else None
-    if onnx_model is not None and args["imgsz"] is not None:
-        _check_onnx_imgsz(int(args["imgsz"]), str(args["weights"]), onnx_model)
+    if onnx_model is not None:
+        check_onnx_model_key(str(args["model"] or ""), str(args["weights"]), onnx_model)
+        if args["imgsz"] is not None:
+            _check_onnx_imgsz(int(args["imgsz"]), str(args["weights"]), onnx_model)
     run, meta = _run_args(args, onnx_model)
     for key in ("data", "imgsz", "batch"):
         if args[key] is not None:
@@ -197,8 +200,7 @@ def evaluate(argv: Sequence[str]) -> tuple[Path, dict[str, float]]:
         model = load_model(str(args["weights"]), model=str(args["model"] or "") or None, device=device)
     classes = list(getattr(task, "classes", []) or [])
     names = getattr(model, "categories", None)
-    if classes and names and len(names) != len(classes):
-        raise ArgumentError(f"the model has {len(names)} classes, data={run['data']} has {len(classes)}: {classes}")
+    check_class_names(names, classes, model_label="the model", data_label=f"data={run['data'] or 'the default data'}")
     loader = DataLoader(val_set, batch_size=int(run["batch"]), shuffle=False, num_workers=int(args["workers"]),
                         collate_fn=task.collate_fn())  # fmt: skip
     amp = str(run.get("amp", "auto")).lower()

@@ -287,6 +287,11 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
             return load_file(str(p), device="cpu")
         except (SafetensorError, OSError, ValueError) as err:
             raise WeightsFileError(f"{p} is not a valid safetensors file (truncated or corrupt?): {err}") from err
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save: a zip archive, or a pickle (legacy format)
+        text = head.decode("ascii", "replace")
+        start = repr(text) if all(c.isprintable() or c in "\t\r\n" for c in text) else head[:8].hex(" ")
+        why = f"neither a PyTorch checkpoint nor safetensors (it starts with {start})"
+        raise WeightsFileError(f"{p} is not a weights file: {why}")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except zipfile.BadZipFile as err:
