@@ -134,7 +134,7 @@ def test_non_zip_and_empty_files_give_clear_errors(tmp_path):
 def test_a_text_file_named_pt_is_not_a_weights_file(tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("epoch 3: loss 0.42\n", encoding="utf-8")
-    with pytest.raises(WeightsFileError, match=r"notes\.pt is not a weights file: .* starts with 'epoch 3: loss 0'"):
+    with pytest.raises(WeightsFileError, match=r"notes\.pt is not a weights file: .* starts with 'epoch 3: loss 0\.'"):
         load_state_dict_file(text)
     legacy = tmp_path / "legacy.pt"  # the pre-zip torch.save format still loads
     torch.save({"w": torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)

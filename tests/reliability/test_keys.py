@@ -176,7 +176,7 @@ def test_infer_keys_are_checked_before_anything_is_loaded(capsys, tmp_path, arg,
         (["model=resnet18", "weights=m.onnx", "source=x.jpg"],
          "model=resnet18 does not apply to weights=m.onnx: an exported file carries its own network (a yolo_n); "
          "leave model= out"),
-        (["model=dcgan", "source=x.jpg"], "source=x.jpg does not apply to a generator: it draws new images (n= sets "
+        (["model=dcgan_32", "source=x.jpg"], "source=x.jpg does not apply to a generator: it draws new images (n= sets "
          "how many)"),
     ],
 )  # fmt: skip
