@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -95,14 +94,6 @@ def test_fitted_threads_leave_the_busy_cores_alone(two_cpus: None, monkeypatch: 
     assert fitted_threads(16, _share_with(3.0)) == 13
     monkeypatch.setenv("VISION_FIT_THREADS", "0")
     assert fitted_threads(16, _share_with(3.0)) == 16
-
-
-@pytest.fixture
-def two_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize(("elsewhere", "want"), [(0.0, 2), (1.0, 1)])
