@@ -36,7 +36,7 @@ class _Fake:
 
 @pytest.fixture
 def two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parallel, "_cpu_set", lambda: {0, 1})
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: {0, 1})
     monkeypatch.delenv("VISION_FIT_THREADS", raising=False)
 
 
@@ -89,7 +89,7 @@ def test_fitted_threads_leave_the_busy_cores_alone(two_cpus: None, monkeypatch: 
     assert fitted_threads(2, _share_with(0.7)) == 1  # one core mostly taken
     assert fitted_threads(2, _share_with(1.9)) == 1  # never below one
     assert fitted_threads(1, _share_with(0.0)) == 1  # never above the caller's count
-    monkeypatch.setattr(parallel, "_cpu_set", lambda: set(range(16)))
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: set(range(16)))
     assert fitted_threads(8, _share_with(3.0)) == 8  # 13 cores free
     assert fitted_threads(16, _share_with(3.0)) == 13
     monkeypatch.setenv("VISION_FIT_THREADS", "0")

@@ -18,15 +18,25 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vision.utils.keys import ArgumentError, Rule, flag, integer, number, one_of
+from vision.utils.keys import ArgumentError, flag, integer, number, one_of
 
-__all__ = ["check_knobs"]
+__all__ = ["MASK_MODES", "check_knobs"]
+
+#: how a detection transform returns instance masks (``DetectionTransform(mask_mode=...)``)
+MASK_MODES = ("auto", "map", "list")
 
 _Check = Callable[[str, Any], Any]
 
 
-def _rule(rule: Rule) -> _Check:
-    return rule.check
+def _refuse(key: str, value: Any, allowed: str) -> ArgumentError:
+    return ArgumentError(f"{key}={value} is not allowed: {key} must be {allowed}")
+
+
+def _interpolation(key: str, value: Any) -> Any:
+    """One of the interpolation names the transform recipes map to OpenCV flags."""
+    from vision.data.transforms import _INTERPOLATION  # at call time: transforms imports this module
+
+    return one_of(*_INTERPOLATION).check(key, value)
 
 
 def _numbers(key: str, value: Any, allowed: str, count: tuple[int, ...]) -> list[float]:
@@ -40,7 +50,7 @@ def _numbers(key: str, value: Any, allowed: str, count: tuple[int, ...]) -> list
             v = math.nan
         out.append(v)
     if items is None or len(out) not in count or not all(math.isfinite(v) for v in out):
-        raise ArgumentError(f"{key}={value} is not allowed: {key} must be {allowed}")
+        raise _refuse(key, value, allowed)
     return out
 
 
@@ -53,20 +63,17 @@ def _span(single: float, low: float, high: float, *, positive: bool = False) -> 
     if single > 0:
         allowed = f"a number in [0.0, {single}] or " + allowed
 
-    def refuse(key: str, value: Any) -> ArgumentError:
-        return ArgumentError(f"{key}={value} is not allowed: {key} must be {allowed}")
-
     def check(key: str, value: Any) -> Any:
         if not isinstance(value, list | tuple):
             if single <= 0:
-                raise refuse(key, value)
+                raise _refuse(key, value, allowed)
             try:
                 return number(0.0, single).check(key, value)
             except ArgumentError:
-                raise refuse(key, value) from None
+                raise _refuse(key, value, allowed) from None
         a, b = _numbers(key, value, allowed, (2,))
         if a > b or a < low or b > high or (positive and a <= low):
-            raise refuse(key, value)
+            raise _refuse(key, value, allowed)
         return [a, b]
 
     return check
@@ -78,7 +85,7 @@ def _triple(*, positive: bool) -> _Check:
     def check(key: str, value: Any) -> Any:
         out = _numbers(key, value, allowed, (3,))
         if positive and min(out) <= 0:
-            raise ArgumentError(f"{key}={value} is not allowed: {key} must be {allowed}")
+            raise _refuse(key, value, allowed)
         return out
 
     return check
@@ -90,10 +97,10 @@ def _jitter(key: str, value: Any) -> Any:
         try:
             return number(0.0).check(key, value)
         except ArgumentError:
-            raise ArgumentError(f"{key}={value} is not allowed: {key} must be {allowed}") from None
+            raise _refuse(key, value, allowed) from None
     out = _numbers(key, value, allowed, (3, 4))
     if min(out) < 0 or (len(out) == 4 and out[3] > 0.5):
-        raise ArgumentError(f"{key}={value} is not allowed: {key} must be {allowed}")
+        raise _refuse(key, value, allowed)
     return out
 
 
@@ -101,7 +108,7 @@ def _seed(key: str, value: Any) -> Any:
     return None if value is None or str(value).lower() in ("none", "null") else integer(0).check(key, value)
 
 
-_PROBABILITY = _rule(number(0.0, 1.0))
+_PROBABILITY = number(0.0, 1.0).check
 
 #: knob -> its check, for every recipe and GpuAugment (names and units are shared)
 _KNOBS: dict[str, _Check] = {
@@ -112,27 +119,27 @@ _KNOBS: dict[str, _Check] = {
     "color_jitter_p": _PROBABILITY,
     "mosaic": _PROBABILITY,
     "min_visibility": _PROBABILITY,
-    "hue": _rule(number(0.0, 0.5)),
-    "saturation": _rule(number(0.0, 1.0)),
-    "value": _rule(number(0.0, 1.0)),
-    "min_size": _rule(number(0.0)),
-    "fill": _rule(number(0.0, 255.0)),
-    "crop_pct": _rule(number(0.0, 1.0, lo_open=True)),
+    "hue": number(0.0, 0.5).check,
+    "saturation": number(0.0, 1.0).check,
+    "value": number(0.0, 1.0).check,
+    "min_size": number(0.0).check,
+    "fill": number(0.0, 255.0).check,
+    "crop_pct": number(0.0, 1.0, lo_open=True).check,
     "scale": _span(0.99, 0.0, 16.0, positive=True),  # a zoom factor range; s means (1 - s, 1 + s)
     "translate": _span(1.0, -1.0, 1.0),  # a fraction of the side
     "degrees": _span(180.0, -180.0, 180.0),
     "shear": _span(89.0, -89.0, 89.0),
     "color_jitter": _jitter,
-    "interpolation": _rule(one_of("nearest", "linear", "bilinear", "cubic", "bicubic", "area")),
-    "mask_mode": _rule(one_of("auto", "map", "list")),
-    "normalize": _rule(flag()),
+    "interpolation": _interpolation,
+    "mask_mode": one_of(*MASK_MODES).check,
+    "normalize": flag().check,
     "seed": _seed,
     "mean": _triple(positive=False),
     "std": _triple(positive=True),
-    "hue_shift": _rule(number(0.0, 180.0)),  # deprecated albumentations units, converted by build_transform
-    "sat_shift": _rule(number(0.0, 255.0)),
-    "val_shift": _rule(number(0.0, 255.0)),
-    "size": _rule(integer(1)),
+    "hue_shift": number(0.0, 180.0).check,  # deprecated albumentations units, converted by build_transform
+    "sat_shift": number(0.0, 255.0).check,
+    "val_shift": number(0.0, 255.0).check,
+    "size": integer(1).check,
     "resize_size": lambda key, value: None if value is None else integer(1).check(key, value),
 }
 

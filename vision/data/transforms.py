@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vision.data.knobs import check_knobs
+from vision.data.knobs import MASK_MODES, check_knobs
 from vision.ops.letterbox import letterbox_info
 from vision.registry import UnknownNameError
 
@@ -251,7 +251,7 @@ class DetectionTransform(_Seeded):
         letterbox_size: int | None = None,
         mask_mode: str = "auto",
     ) -> None:
-        if mask_mode not in ("auto", "map", "list"):
+        if mask_mode not in MASK_MODES:
             raise ValueError(f"mask_mode must be 'auto', 'map' or 'list', got {mask_mode!r}")
         self.name, self.kwargs, self.compose = name, dict(kwargs), compose
         self.min_size = float(min_size)

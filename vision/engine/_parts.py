@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from vision.engine.task import Task
+from vision.utils.parallel import usable_cpus
 
 __all__ = ["LossModule", "cpu_workers", "freeze_parameters", "seed_everything", "single_threaded_worker"]
 
@@ -70,7 +70,7 @@ def cpu_workers(requested: int, device: torch.device, log: Callable[[str], Any])
     """
     workers = requested
     if device.type == "cpu":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = len(usable_cpus())
         threads = torch.get_num_threads()
         spare = max(0, cores - threads)
         if requested > spare:

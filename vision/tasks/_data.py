@@ -10,6 +10,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from vision.registry import DATASETS
+from vision.utils.keys import ArgumentError
 
 __all__ = ["check_class_names", "registered_split", "split_datasets"]
 
@@ -71,8 +72,6 @@ def check_class_names(
         ArgumentError: one line naming both lists: a different count, the same classes in another order, or other
             classes.
     """
-    from vision.utils.keys import ArgumentError
-
     if not model or not data:
         return
     a, b = [str(n).strip().casefold() for n in model], [str(n).strip().casefold() for n in data]

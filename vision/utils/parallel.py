@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["CpuShare", "fitted_threads", "split_batch"]
+__all__ = ["CpuShare", "fitted_threads", "split_batch", "usable_cpus"]
 
 _state = threading.local()  # .inside: this thread is running a slice
 _pool: ThreadPoolExecutor | None = None
@@ -44,8 +44,8 @@ _pool_key: tuple[int, int] = (-1, 0)  # (pid, threads) of the pool
 _pool_lock = threading.Lock()
 
 
-def _cpu_set() -> set[int]:
-    """The CPUs this process may run on."""
+def usable_cpus() -> set[int]:
+    """The CPUs this process may run on (its affinity mask; all of them where the OS has none)."""
     if hasattr(os, "sched_getaffinity"):
         return os.sched_getaffinity(0)
     return set(range(os.cpu_count() or 1))
@@ -89,7 +89,7 @@ class CpuShare:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.window = window
-        self._read = read or (lambda: (_busy_seconds(_cpu_set()), time.process_time()))
+        self._read = read or (lambda: (_busy_seconds(usable_cpus()), time.process_time()))
         self._clock = clock
         self._last: tuple[float, float, float] | None = None  # (wall, busy, own) of the last sample
         self._estimate = 0.0
@@ -119,7 +119,7 @@ def fitted_threads(threads: int, share: CpuShare | None = None) -> int:
     at least 1); ``threads`` itself when ``VISION_FIT_THREADS=0`` or ``threads < 2``."""
     if threads < 2 or os.environ.get("VISION_FIT_THREADS", "1") == "0":
         return threads
-    free = len(_cpu_set()) - (share or _share).busy_elsewhere()
+    free = len(usable_cpus()) - (share or _share).busy_elsewhere()
     return max(1, min(threads, int(free + 0.5)))
 
 
