@@ -152,3 +152,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 os.environ.setdefault("VISION_OFFLINE", "1")  # a test that would reach the internet fails instead
+
+
+@pytest.fixture
+def two_threads() -> Iterator[None]:
+    """Two intra-op threads for the test, the caller's count restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)

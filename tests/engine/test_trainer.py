@@ -68,7 +68,9 @@ def test_run_writes_its_outputs(tiny_model, tmp_path, capsys):
 EXTRA = ["ema=true", "warmup_epochs=1"]
 
 
-@pytest.mark.parametrize("extra", [[], EXTRA], ids=["plain", "ema"])
+@pytest.mark.parametrize(
+    "extra", [[], EXTRA, ["cpu_replicas=2"], ["cpu_replicas=1"]], ids=["plain", "ema", "parts", "one_part"]
+)
 def test_interrupted_run_resumes_to_identical_weights(tiny_model, tmp_path, monkeypatch, extra):
     reference = Trainer(_args(tmp_path, "epochs=3", "name=ref", *extra)).fit()
     trainer = Trainer(_args(tmp_path, "epochs=3", "name=cut", *extra))

@@ -14,7 +14,7 @@ from torch import nn
 from vision.engine.task import Task
 from vision.utils.parallel import usable_cpus
 
-__all__ = ["LossModule", "cpu_workers", "freeze_parameters", "seed_everything", "single_threaded_worker"]
+__all__ = ["LossModule", "amp_dtype", "cpu_workers", "freeze_parameters", "seed_everything", "single_threaded_worker"]
 
 
 class LossModule(nn.Module):
@@ -27,6 +27,16 @@ class LossModule(nn.Module):
 
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
         return self._compute(self.model, batch)
+
+
+def amp_dtype(amp: Any, *, cuda: bool) -> torch.dtype | None:
+    """The autocast dtype of ``amp=`` (``auto``: bf16 on CUDA, off elsewhere; ``off``/``false``: ``None``)."""
+    text = str(amp).lower()
+    if text == "auto":
+        text = "bf16" if cuda else "off"
+    if text not in ("off", "false", "bf16", "fp16"):
+        raise ValueError(f"amp={amp!r} is not one of auto, off, bf16, fp16")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(text)
 
 
 def seed_everything(seed: int) -> None:

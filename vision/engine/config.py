@@ -17,6 +17,7 @@ from vision.utils.keys import (
     ArgumentError,
     Rule,
     auto_or_flag,
+    auto_or_integer,
     check_keys,
     flag,
     integer,
@@ -73,6 +74,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "freeze": 0,
     "sync_bn": False,
     "compile": False,
+    "cpu_replicas": "auto",  # the CPU step's batch as parallel parts (vision.engine.replicas); 1: off
     # robustness and outputs
     "nan_policy": "stop",
     "nan_skip_limit": 5,  # nan_policy=skip: stop after this many consecutive skipped steps
@@ -112,6 +114,7 @@ COMMON_SCHEMA: dict[str, Rule] = {
     "freeze": integer_or_names(0),
     "sync_bn": flag(),
     "compile": flag(),
+    "cpu_replicas": auto_or_integer(1),
     "nan_policy": one_of("stop", "skip"),
     "nan_skip_limit": integer(1),
     "save_period": integer(0),

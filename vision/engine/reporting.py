@@ -11,7 +11,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MetricsLogger", "data_summary", "expectation_lines", "format_table", "plot_confusion", "plot_curves"]
+__all__ = [
+    "MetricsLogger",
+    "closing_lines",
+    "data_summary",
+    "expectation_lines",
+    "format_table",
+    "is_better",
+    "plot_confusion",
+    "plot_curves",
+]
 
 
 def data_summary(dataset: Any) -> str | None:
@@ -87,6 +96,33 @@ class MetricsLogger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def is_better(value: float | None, best: float | None, *, maximize: bool) -> bool:
+    """Whether an epoch's main metric ``value`` makes a new best checkpoint (a non-finite value never does; without
+    a metric only the first epoch does)."""
+    if value is not None and not math.isfinite(value):
+        return False
+    if value is None:
+        return best is None
+    if best is None:
+        return True
+    return value > best if maximize else value < best
+
+
+def closing_lines(
+    task: Any, args: Mapping[str, Any], *, best: float | None, best_epoch: int, skipped: int, run_dir: Any
+) -> list[str]:
+    """The lines a training run ends with: its best metric, the recipe's expectation, skipped steps, how to run
+    inference and, last, where the run is."""
+    metric = task.main_metric
+    lines = [f"best {metric} {best:.4f} at epoch {best_epoch + 1}"] if best is not None else []
+    lines += expectation_lines(
+        args.get("expected") or {}, data=args["data"], metric=metric, best=best, maximize=task.maximize
+    )
+    if skipped:
+        lines.append(f"{skipped} step(s) skipped for non-finite losses")
+    return [*lines, f"inference: {task.inference_hint(run_dir)}", f"run saved to {run_dir}"]
 
 
 def _scalar(value: Any) -> Any:

@@ -125,6 +125,12 @@ class Task:
         """The training losses of one prepared batch (default: ``model.loss(batch)``)."""
         return model.loss(batch)
 
+    def cut_batch(self, batch: Any, parts: int) -> list[Any] | None:
+        """A prepared batch cut into ``parts`` equal batches of the same form, each a valid argument of
+        :meth:`compute_loss` whose loss is a mean over its images (the CPU step runs them in parallel, see
+        :mod:`vision.engine.replicas`); ``None`` (the default) when this task's batches cannot be cut."""
+        return None
+
     # ----------------------------------------------------------------------------------------------- evaluation
     def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device, *, autocast: Any) -> dict[str, Any]:
         """Validation metrics, reduced over all ranks (every rank returns the same dict)."""

@@ -31,7 +31,14 @@ from torch.utils.data import DataLoader
 
 from vision.engine import distributed as D
 from vision.engine._nan_guard import NanGuard, NonFiniteLossError
-from vision.engine._parts import LossModule, cpu_workers, freeze_parameters, seed_everything, single_threaded_worker
+from vision.engine._parts import (
+    LossModule,
+    amp_dtype,
+    cpu_workers,
+    freeze_parameters,
+    seed_everything,
+    single_threaded_worker,
+)
 from vision.engine.checkpoint import (
     capture_rng,
     load_resume_state,
@@ -42,7 +49,8 @@ from vision.engine.checkpoint import (
     write_checkpoint,
 )
 from vision.engine.optim import build_optimizer, build_scheduler
-from vision.engine.reporting import MetricsLogger, data_summary, expectation_lines, format_table, plot_curves
+from vision.engine.replicas import make_replicas
+from vision.engine.reporting import MetricsLogger, closing_lines, data_summary, format_table, is_better, plot_curves
 from vision.engine.sampler import EpochSampler, SeededDataset
 from vision.engine.task import Task, get_task
 from vision.utils import increment_dir, pick_device, save_yaml
@@ -80,12 +88,7 @@ class Trainer:
         self.dist, self.device = D.setup(device)
         self.is_main = self.dist.is_main
         cuda = self.device.type == "cuda"
-        amp = str(self.args["amp"]).lower()
-        if amp == "auto":
-            amp = "bf16" if cuda else "off"
-        if amp not in ("off", "false", "bf16", "fp16"):
-            raise ValueError(f"amp={self.args['amp']!r} is not one of auto, off, bf16, fp16")
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.amp_dtype = amp_dtype(self.args["amp"], cuda=cuda)
         cl = self.args["channels_last"]
         # auto: on CUDA always; on the CPU for models that say they run faster so (``prefers_channels_last``)
         self.channels_last: bool | None = (True if cuda else None) if cl == "auto" else bool(cl)
@@ -303,6 +306,18 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model, step=self.step)
 
+    def _forward_backward(self, batch: Any, accumulate: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        def backward(loss: torch.Tensor) -> None:
+            self.scaler.scale(loss / accumulate).backward()
+
+        if self.replicas is not None and (done := self.replicas.step(batch, backward, self.autocast)) is not None:
+            return done
+        with self.autocast():
+            losses = self.ddp_model(batch)
+        loss = sum(losses.values())
+        backward(loss)
+        return losses, loss
+
     def _train_epoch(self, epoch: int, start_batch: int) -> dict[str, float]:
         from tqdm.auto import tqdm
 
@@ -348,10 +363,7 @@ class Trainer:
                 last_micro = (i + 1) % accumulate == 0 or i + 1 == total_batches
                 sync = contextlib.nullcontext() if last_micro or not self.dist.enabled else self.ddp_model.no_sync()
                 with sync:
-                    with self.autocast():
-                        losses = self.ddp_model(batch)
-                    loss = sum(losses.values())
-                    self.scaler.scale(loss / accumulate).backward()
+                    losses, loss = self._forward_backward(batch, accumulate)
                 # checked after the backward pass is queued, so the host waits for the GPU only once per step
                 if not self._check_finite(loss, losses, epoch, i):
                     opt.zero_grad(set_to_none=True)
@@ -385,15 +397,6 @@ class Trainer:
             return {}
         return self.task.evaluate(self.eval_model(), self.val_loader, self.device, autocast=self.autocast)
 
-    def _is_better(self, value: float | None) -> bool:
-        if value is not None and not math.isfinite(value):
-            return False  # a non-finite metric never makes a best checkpoint
-        if value is None:
-            return self.best is None
-        if self.best is None:
-            return True
-        return value > self.best if self.task.maximize else value < self.best
-
     def fit(self) -> Path:
         """Train; returns the run folder. The last line printed names it."""
         self._setup_device()
@@ -422,6 +425,12 @@ class Trainer:
         self.task.preflight()  # resources needed later (e.g. evaluation networks), before anything is written
         self._build_loaders()
         self._build_model()
+        self.replicas = make_replicas(
+            self.model, self.task, requested=self.args["cpu_replicas"], local_batch=self.local_batch,
+            single_cpu_process=self.device.type == "cpu" and not self.dist.enabled,
+            plain_step=not self.manual and not self.args["compile"], loader=self.train_loader, device=self.device,
+            log=self._print,
+        )  # fmt: skip
         self._make_run_dir()  # only once data and model are built: a failed start leaves no run folder
         self.step, self.best, self.best_epoch, self.skipped_steps = 0, None, -1, 0
         self.guard = NanGuard(
@@ -467,7 +476,7 @@ class Trainer:
                 metrics = self._validate()
             scalars = self.task.scalar_metrics(metrics)
             main = scalars.get(self.task.main_metric)
-            better = bool(metrics) and self._is_better(main)
+            better = bool(metrics) and is_better(main, self.best, maximize=self.task.maximize)
             if better:
                 self.best, self.best_epoch = main, epoch
             lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
@@ -485,15 +494,8 @@ class Trainer:
         return self.run_dir
 
     def _finish(self) -> None:
-        metric = self.task.main_metric
-        if self.best is not None:
-            self._print(f"best {metric} {self.best:.4f} at epoch {self.best_epoch + 1}")
-        for line in expectation_lines(
-            self.args.get("expected") or {}, data=self.args["data"], metric=metric, best=self.best,
-            maximize=self.task.maximize,
+        for line in closing_lines(
+            self.task, self.args, best=self.best, best_epoch=self.best_epoch, skipped=self.skipped_steps,
+            run_dir=self.run_dir,
         ):  # fmt: skip
             self._print(line)
-        if self.skipped_steps:
-            self._print(f"{self.skipped_steps} step(s) skipped for non-finite losses")
-        self._print(f"inference: {self.task.inference_hint(self.run_dir)}")
-        self._print(f"run saved to {self.run_dir}")

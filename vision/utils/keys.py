@@ -169,6 +169,10 @@ class Rule:
             if value != [] and all(isinstance(n, str) and n and not n.strip().lstrip("-").isdigit() for n in names):
                 return value
             return Rule("int", self.allowed, lo=self.lo).check(key, value)
+        if self.kind == "auto_int":
+            if isinstance(value, str) and value.strip().lower() == "auto":
+                return "auto"
+            return Rule("int", self.allowed, lo=self.lo).check(key, value)
         if self.kind == "int":
             out: Any = value
             if isinstance(value, str):
@@ -238,6 +242,11 @@ def flag() -> Rule:
 def auto_or_flag() -> Rule:
     """``auto``, ``true`` or ``false``."""
     return Rule("auto_flag", "auto, true or false")
+
+
+def auto_or_integer(lo: int = 1) -> Rule:
+    """``auto`` or an integer ``>= lo``."""
+    return Rule("auto_int", f"auto or an integer >= {lo}", lo=lo)
 
 
 def one_of(*choices: str) -> Rule:

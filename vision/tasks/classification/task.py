@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from vision.engine.distributed import all_gather_objects
+from vision.engine.replicas import cut_tensors
 from vision.engine.task import Task, register_task
 from vision.tasks._data import check_class_names, registered_split, split_datasets
 from vision.tasks._distill import DISTILL_KEYS
@@ -147,6 +148,10 @@ class ClassificationTask(Task):
         if self.distiller is not None:
             return self.distiller.loss(model, batch)
         return model.loss(batch)
+
+    def cut_batch(self, batch: Any, parts: int) -> list[Any] | None:
+        """``(images, labels)`` cut into ``parts`` consecutive slices; ``None`` while distilling."""
+        return None if self.distiller is not None else cut_tensors(batch, parts)
 
     # ------------------------------------------------------------------------------------------------------ eval
     @torch.no_grad()

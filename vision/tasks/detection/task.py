@@ -51,6 +51,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from vision.engine.replicas import cut_tensors
 from vision.engine.task import Task, move_to, register_task
 from vision.models.detection.common import (
     as_image_list,
@@ -332,6 +333,11 @@ class DetectionTask(Task):
         if self.distiller is not None:
             return self.distiller.loss(inner, images, to_model_targets(targets, label_offset(inner)))
         return model.loss(images, to_model_targets(targets, label_offset(inner)))
+
+    def cut_batch(self, batch: Any, parts: int) -> list[Any] | None:
+        """``(images, targets)`` cut into ``parts`` consecutive slices (tensor or list images; padded or per-image
+        targets); ``None`` while distilling (the teacher's features are caught by hooks on the one model)."""
+        return None if self.distiller is not None else cut_tensors(batch, parts)
 
     def on_epoch_start(self, epoch: int, model: nn.Module) -> None:
         self._epoch = int(epoch)
