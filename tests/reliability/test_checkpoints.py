@@ -7,7 +7,6 @@ import csv
 import errno
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,6 +17,7 @@ from vision.engine import NonFiniteLossError, Trainer
 from vision.engine import checkpoint as C
 from vision.engine._nan_guard import NanGuard
 from vision.engine.config import resolve_args
+from vision.engine.reporting import is_better
 from vision.hub.metadata import read_safetensors_metadata
 
 BASE = [
@@ -228,13 +228,10 @@ def test_skip_limit_counts_consecutive_skips_only(tmp_path):
 
 
 def test_a_nonfinite_metric_never_makes_a_best_checkpoint():
-    trainer = Trainer.__new__(Trainer)
-    trainer.task = SimpleNamespace(maximize=True)
-    trainer.best = None
-    assert not trainer._is_better(float("nan"))
-    assert trainer._is_better(None), "without the metric, the latest validated epoch is best (unchanged)"
-    trainer.best = 0.5
-    assert not trainer._is_better(float("inf")) and trainer._is_better(0.6)
+    assert not is_better(float("nan"), None, maximize=True)
+    assert is_better(None, None, maximize=True), "without the metric, the latest validated epoch is best (unchanged)"
+    assert not is_better(float("inf"), 0.5, maximize=True) and is_better(0.6, 0.5, maximize=True)
+    assert is_better(0.4, 0.5, maximize=False) and not is_better(float("-inf"), 0.5, maximize=False)
 
 
 def test_exist_ok_moves_an_earlier_run_aside(tiny_model, tmp_path, capsys):

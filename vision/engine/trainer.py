@@ -2,10 +2,10 @@
 
 :class:`Trainer` owns: device and DDP setup, seeds and deterministic mode, the data loaders (reproducible order and
 augmentation, see :mod:`vision.engine.sampler`), mixed precision (bf16 autocast on CUDA; fp16 with a grad scaler on
-request), channels_last, gradient accumulation and clipping, EMA, per-iteration warmup + cosine/step schedules,
-layer freezing, the non-finite-loss guard, validation, ``last``/``best`` checkpoints written atomically, exact
-resume, ``metrics.csv``, TensorBoard, plots, a live progress bar and an end-of-epoch table. Only rank 0 prints and
-writes.
+request), channels_last, the CPU step's batch in parallel parts (:mod:`vision.engine.replicas`), gradient accumulation
+and clipping, EMA, per-iteration warmup + cosine/step schedules, layer freezing, the non-finite-loss guard,
+validation, ``last``/``best`` checkpoints written atomically, exact resume, ``metrics.csv``, TensorBoard, plots, a
+live progress bar and an end-of-epoch table. Only rank 0 prints and writes.
 
 Example:
     >>> from vision.engine import Trainer
@@ -425,12 +425,10 @@ class Trainer:
         self.task.preflight()  # resources needed later (e.g. evaluation networks), before anything is written
         self._build_loaders()
         self._build_model()
-        self.replicas = make_replicas(
-            self.model, self.task, requested=self.args["cpu_replicas"], local_batch=self.local_batch,
-            single_cpu_process=self.device.type == "cpu" and not self.dist.enabled,
-            plain_step=not self.manual and not self.args["compile"], loader=self.train_loader, device=self.device,
-            log=self._print,
-        )  # fmt: skip
+        self.replicas = make_replicas(  # the CPU step's batch in parallel parts, where that is exact
+            self.model, self.task, requested=self.args["cpu_replicas"], local_batch=self.local_batch, log=self._print,
+            single_cpu_process=self.device.type == "cpu" and not self.dist.enabled, loader=self.train_loader,
+            plain_step=not self.manual and not self.args["compile"], device=self.device)  # fmt: skip
         self._make_run_dir()  # only once data and model are built: a failed start leaves no run folder
         self.step, self.best, self.best_epoch, self.skipped_steps = 0, None, -1, 0
         self.guard = NanGuard(
