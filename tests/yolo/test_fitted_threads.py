@@ -56,6 +56,20 @@ def test_share_is_busy_cpu_time_minus_our_own_per_wall_second() -> None:
     assert share.busy_elsewhere() == 0.0
 
 
+def test_a_forked_child_starts_its_own_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _Fake()
+    share = CpuShare(window=0.25, read=fake.read, clock=lambda: fake.wall)
+    share.busy_elsewhere()
+    fake.advance(0.5, busy=0.9, own=0.4)
+    assert share.busy_elsewhere() == pytest.approx(1.0)
+    # in a child the own CPU time restarts: compared with the parent's sample, the parent's time would look foreign
+    monkeypatch.setattr(parallel.os, "getpid", lambda: -1)
+    fake.advance(0.5, busy=1.0, own=-fake.own)
+    assert share.busy_elsewhere() == 0.0  # no estimate before the child's second sample
+    fake.advance(0.5, busy=0.5, own=0.5)
+    assert share.busy_elsewhere() == pytest.approx(0.0)
+
+
 def test_share_is_zero_where_proc_stat_cannot_be_read() -> None:
     clock = iter(range(10))
     share = CpuShare(read=lambda: (None, 1.0), clock=lambda: float(next(clock)))

@@ -93,11 +93,14 @@ class CpuShare:
         self._clock = clock
         self._last: tuple[float, float, float] | None = None  # (wall, busy, own) of the last sample
         self._estimate = 0.0
+        self._pid = os.getpid()
         self._lock = threading.Lock()
 
     def busy_elsewhere(self) -> float:
         """Cores' worth of CPU time other processes used per second over the last window (>= 0)."""
         with self._lock:
+            if self._pid != os.getpid():  # a forked child: the parent's sample counts the parent's own CPU time
+                self._last, self._estimate, self._pid = None, 0.0, os.getpid()
             wall = self._clock()
             if self._last is not None and wall - self._last[0] < self.window:
                 return self._estimate
