@@ -13,6 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vision.cli.train import main as train_main
+from vision.engine import Trainer
+from vision.engine.config import resolve_args
 from vision.engine.replicas import CpuReplicas, cut_tensors, draws_random_numbers, make_replicas, plan_parts
 from vision.engine.task import Task
 
@@ -228,3 +231,31 @@ def test_make_replicas_stays_out_of_other_steps(two_threads):
     got = make_replicas(_Net(), Whole({}), requested=2, local_batch=16, single_cpu_process=True, plain_step=True,
                         loader=_Loader(_batch()), device=torch.device("cpu"), log=lines.append)  # fmt: skip
     assert got is None and "cannot be cut" in lines[0]
+
+
+TRAIN = ["model=tiny_convnet", "task=classification", "data=digits", "imgsz=16", "batch=32", "fraction=0.1",
+         "workers=0", "epochs=1", "tensorboard=false", "plots=false"]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["0", "two", "1.5"])
+def test_a_bad_cpu_replicas_is_one_error_line(tiny_model, tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*TRAIN, f"project={tmp_path}", f"cpu_replicas={value}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2
+    assert err == [f"error: cpu_replicas={value} is not allowed: cpu_replicas must be auto or an integer >= 1"]
+
+
+def test_cpu_replicas_that_does_not_divide_the_batch_is_refused_before_a_run_folder(tiny_model, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*TRAIN, f"project={tmp_path}", "cpu_replicas=3"])
+    assert exit_info.value.code == 2
+    assert "error: cpu_replicas=3 does not divide the batch of 32 images per process" in capsys.readouterr().err
+    assert not (tmp_path / "classification").exists()
+
+
+def test_a_cpu_run_says_how_it_cuts_its_steps(tiny_model, tmp_path, capsys, two_threads):
+    Trainer(resolve_args([*TRAIN, f"project={tmp_path}"])).fit()
+    assert (
+        "cpu_replicas=2: each step's batch runs as 2 parts of 16 images on 1 thread(s) each" in capsys.readouterr().out
+    )

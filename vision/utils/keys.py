@@ -145,7 +145,8 @@ class Rule:
     """The declared type and range of one key; :meth:`check` returns the value converted, or raises
     :class:`ArgumentError` naming the key, the value and what is allowed.
 
-    Build rules with :func:`integer`, :func:`number`, :func:`flag`, :func:`one_of` and :func:`auto_or_flag`.
+    Build rules with :func:`integer`, :func:`number`, :func:`flag`, :func:`one_of`, :func:`auto_or_flag` and
+    :func:`auto_or_integer`.
     """
 
     def __init__(self, kind: str, allowed: str, *, lo: float | None = None, hi: float | None = None,
