@@ -20,13 +20,37 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-__all__ = ["EpochSampler", "SeededDataset", "sample_seed"]
+__all__ = ["EpochSampler", "SeededDataset", "sample_seed", "training_subset"]
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """A 63-bit seed for one sample of one epoch (stable across processes and platforms)."""
     digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def training_subset(dataset: Dataset, fraction: float, *, seed: int) -> Dataset:
+    """The deterministic subset of a training set that ``fraction=`` keeps (``dataset`` itself for 1.0).
+
+    ``max(1, int(n * fraction))`` of the ``n`` distinct samples, drawn by a permutation seeded with ``seed``, in index
+    order. A dataset that passes over its samples ``repeat`` times per epoch (a ``repeat`` attribute, sample ``i``
+    being sample ``i % n``) is cut by its distinct samples and keeps every pass of each, so ``repeat=`` still means
+    that many passes over the kept samples.
+
+    Raises:
+        ValueError: ``fraction`` is not in (0, 1].
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction={fraction} must be in (0, 1]")
+    if fraction == 1.0:
+        return dataset
+    total = len(dataset)  # type: ignore[arg-type]
+    repeat = getattr(dataset, "repeat", 1)
+    repeat = repeat if isinstance(repeat, int) and repeat > 1 and total % repeat == 0 else 1
+    distinct = total // repeat
+    keep = np.random.default_rng(seed).permutation(distinct)[: max(1, int(distinct * fraction))]
+    indices = sorted(int(k) + r * distinct for k in keep for r in range(repeat))
+    return torch.utils.data.Subset(dataset, indices)
 
 
 class SeededDataset(Dataset):

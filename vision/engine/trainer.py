@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -51,7 +50,7 @@ from vision.engine.checkpoint import (
 from vision.engine.optim import build_optimizer, build_scheduler
 from vision.engine.replicas import make_replicas
 from vision.engine.reporting import MetricsLogger, closing_lines, data_summary, format_table, is_better, plot_curves
-from vision.engine.sampler import EpochSampler, SeededDataset
+from vision.engine.sampler import EpochSampler, SeededDataset, training_subset
 from vision.engine.task import Task, get_task
 from vision.utils import increment_dir, pick_device, save_yaml
 
@@ -110,12 +109,7 @@ class Trainer:
             if (line := data_summary(ds)) is not None:
                 self._print(f"data {split}: {line}")
         seed = int(self.args["seed"])
-        fraction = float(self.args["fraction"])
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"fraction={fraction} must be in (0, 1]")
-        if fraction < 1.0:  # a deterministic subset of the training set (quick experiments, tests)
-            keep = np.random.default_rng(seed).permutation(len(train_ds))[: max(1, int(len(train_ds) * fraction))]
-            train_ds = torch.utils.data.Subset(train_ds, sorted(keep.tolist()))
+        train_ds = training_subset(train_ds, float(self.args["fraction"]), seed=seed)  # quick experiments, tests
         self.train_set = SeededDataset(train_ds, seed=seed)
         batch = int(self.args["batch"])
         world = self.dist.world_size
