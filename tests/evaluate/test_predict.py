@@ -158,3 +158,42 @@ def test_classification_infer_writes_results(tmp_path, capsys):
     expected = [r.to_dict() for r in loaded.predict([str(p) for p in paths], topk=2)]
     assert written == expected and len(written) == 2
     assert lines[0].startswith(f"{paths[0]}: ") and f"({written[0]['top'][0]['label']})" in lines[0]
+
+
+def _detect_args(tmp_path: Path, source: Path, model: object, **keys: object) -> dict[str, object]:
+    from vision.cli.infer import COMMON_KEYS
+    from vision.tasks.detection.infer import DETECTION_KEYS
+
+    args = {**COMMON_KEYS, **DETECTION_KEYS, "source": str(source), "project": str(tmp_path / "out"), "_model": model}
+    return {**args, "device": "cpu", "conf": 0.0, "max_det": 20, **keys}
+
+
+@pytest.mark.parametrize("imgsz", [32, 96])
+def test_detection_infer_imgsz_is_the_inference_size(detector, tmp_path, imgsz):
+    from vision.tasks.detection.infer import infer_detection
+
+    path = _images(tmp_path, 1, size=(60, 90))[0]
+    out = infer_detection(_detect_args(tmp_path, path, detector, imgsz=imgsz))
+    written = json.loads((out / "labels" / f"{path.stem}.json").read_text())["detections"]
+    at_size = detector.predict(path, conf=0.0, max_det=20, imgsz=imgsz)[0].to_dict()["detections"]
+    trained = detector.predict(path, conf=0.0, max_det=20)[0].to_dict()["detections"]  # imgsz 64, the model's
+    assert written == at_size and written != trained
+
+
+def test_detection_infer_imgsz_a_model_cannot_take_is_refused(tmp_path):
+    from vision.tasks.detection.infer import infer_detection
+
+    class Fixed(torch.nn.Module):  # a fixed-size detector (as an exported file): predict takes no size
+        imgsz, metadata = 320, {"model": "yolo_n"}
+
+        def predict(self, images, *, topk=5):
+            return [{"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
+                    for _ in images]  # fmt: skip
+
+    path = _images(tmp_path, 1)[0]
+    assert infer_detection(_detect_args(tmp_path, path, Fixed(), imgsz=320)).is_dir()  # its own size: accepted
+    with pytest.raises(ValueError, match=r"^imgsz=640 does not apply to yolo_n: its fixed input size is 320; leave"):
+        infer_detection(_detect_args(tmp_path, path, Fixed(), imgsz=640))
+    Fixed.imgsz = None
+    with pytest.raises(ValueError, match=r"^imgsz=640 does not apply to yolo_n: it sizes its input itself"):
+        infer_detection(_detect_args(tmp_path, path, Fixed(), imgsz=640))

@@ -42,6 +42,7 @@ INFER_SCHEMA = {
     "conf": number(0.0, 1.0),
     "iou": number(0.0, 1.0),
     "max_det": integer(1),
+    "imgsz": integer(1),
     "line_width": integer(1),
     "n": integer(1),
     "steps": integer(1),

@@ -6,7 +6,9 @@ Usage::
     python tools/infer.py model=fasterrcnn_resnet50_fpn weights=tv_coco source=street.mp4 classes=person,car
 
 Keys (besides the common ones): ``conf`` (score threshold), ``iou`` (NMS IoU threshold; default: the model's),
-``max_det`` (detections per image; default: the model's), ``classes`` (keep only these classes: names or data-set
+``max_det`` (detections per image; default: the model's), ``imgsz`` (inference size, the longer side, for models
+whose ``predict`` takes one, e.g. YOLO; default: the size it was trained at; a model of fixed input size, such as an
+exported file, accepts only its own), ``classes`` (keep only these classes: names or data-set
 label indices, e.g. ``classes=[0,2]`` or ``classes=RBC,WBC``), ``line_width`` (box outline in pixels),
 ``save_json``, ``explain`` (``gradcam`` or ``eigencam``: a heat map ``<stem>_<method>.png`` beside each annotated
 image) and ``explain_class``.
@@ -41,6 +43,7 @@ DETECTION_KEYS: dict[str, Any] = {
     "conf": 0.25,
     "iou": None,
     "max_det": None,
+    "imgsz": None,
     "classes": None,
     "line_width": 2,
     "save_json": True,
@@ -113,6 +116,8 @@ class _Runner:
             self.options = wanted
         else:
             self.options = {k: v for k, v in wanted.items() if k in params}
+        if args.get("imgsz") is not None:
+            self.options.update(_imgsz_option(model, int(args["imgsz"]), "imgsz" in params))
         self.line_width = int(args.get("line_width") or 2)
 
     @torch.no_grad()
@@ -130,6 +135,19 @@ class _Runner:
             )
             for img, d, path in zip(images, dets, paths)
         ]
+
+
+def _imgsz_option(model: nn.Module, imgsz: int, takes_it: bool) -> dict[str, int]:
+    """``{"imgsz": imgsz}`` for a ``predict`` that takes it; nothing for a fixed-size model already at that size;
+    ``ValueError`` otherwise (the size would be silently ignored)."""
+    if takes_it:
+        return {"imgsz": imgsz}
+    fixed = getattr(model, "imgsz", None)
+    name = getattr(model, "name", None) or getattr(model, "metadata", {}).get("model") or type(model).__name__
+    if fixed is not None and int(fixed) == imgsz:
+        return {}
+    size = f"its fixed input size is {int(fixed)}" if fixed is not None else "it sizes its input itself"
+    raise ValueError(f"imgsz={imgsz} does not apply to {name}: {size}; leave imgsz= out")
 
 
 def _video(runner: _Runner, path: Path, out_dir: Path, batch: int, want_json: bool) -> int:
