@@ -168,6 +168,15 @@ def test_unknown_data_yaml_key_is_refused_not_ignored(tmp_path: Path, text: str,
     assert str(err.value) == message.format(path=path)
 
 
+def test_coco_annotation_file_given_as_data_says_what_data_takes(tmp_path: Path) -> None:
+    _, ann_file = _coco(tmp_path, ANNS)
+    with pytest.raises(DataError) as err:
+        load_data_spec(ann_file)
+    message = str(err.value)
+    assert message.startswith(f"{ann_file} is a COCO annotation file; data= takes a data YAML")
+    assert f"annotations: {ann_file.name}" in message and "unknown key" not in message
+
+
 def test_data_mapping_key_and_folder_paths_are_checked(tmp_path: Path) -> None:
     images_dir, ann_file = _coco(tmp_path, ANNS)
     with pytest.raises(DataError, match=r"^data: unknown key 'validation' \(did you mean 'val'\?\)"):

@@ -131,6 +131,13 @@ def test_overlapping_masks_take_the_list_path() -> None:
         t(image, {"boxes": masks_to_boxes(masks), "labels": np.array([0, 1]), "masks": masks})
 
 
+def test_unknown_mask_mode_names_the_choices() -> None:
+    from vision.data.transforms import DetectionTransform
+
+    with pytest.raises(ValueError, match="mask_mode must be one of 'auto', 'map', 'list', got 'both'"):
+        DetectionTransform("detection_eval", {}, None, mask_mode="both")
+
+
 def test_detection_eval_letterbox_round_trip() -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (45, 100, 3), dtype=np.uint8)

@@ -126,6 +126,10 @@ def test_freeze_and_bad_keys(tiny_model, tmp_path):
         resolve_args([*BASE, "epoch=3"])
     with pytest.raises(ArgumentError, match="unknown recipe"):
         resolve_args(["recipe=no_such_recipe"])
+    with pytest.raises(ArgumentError, match=r"did you mean 'yolo_n_bccd'\? Recipes: dcgan_digits, ddpm_digits, "):
+        resolve_args(["recipe=yolo_n_bcd"])
+    with pytest.raises(ArgumentError, match=r"unknown recipe 'mine.yaml' \(no such file; a recipe is a zoo name"):
+        resolve_args(["recipe=mine.yaml"])
     trainer = Trainer(_args(tmp_path, "epochs=1", "name=frz", "freeze=[features.0]"))
     trainer.fit()
     assert not trainer.model.features[0].weight.requires_grad

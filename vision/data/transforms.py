@@ -252,7 +252,7 @@ class DetectionTransform(_Seeded):
         mask_mode: str = "auto",
     ) -> None:
         if mask_mode not in MASK_MODES:
-            raise ValueError(f"mask_mode must be 'auto', 'map' or 'list', got {mask_mode!r}")
+            raise ValueError(f"mask_mode must be one of {', '.join(map(repr, MASK_MODES))}, got {mask_mode!r}")
         self.name, self.kwargs, self.compose = name, dict(kwargs), compose
         self.min_size = float(min_size)
         self.letterbox_size = letterbox_size

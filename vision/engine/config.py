@@ -159,8 +159,11 @@ def find_recipe(name: str) -> Path:
     from vision.registry import close_matches
 
     hint = close_matches(name, list_recipes())
+    where = "no such file; " if p.suffix in (".yaml", ".yml") else ""
     raise ArgumentError(
-        f"unknown recipe {name!r}" + (f"; did you mean {hint[0]!r}?" if hint else "") + f" Recipes: {list_recipes()}"
+        f"unknown recipe {name!r} ({where}a recipe is a zoo name or a .yaml file)"
+        + (f"; did you mean {hint[0]!r}?" if hint else "")
+        + f" Recipes: {', '.join(list_recipes())}"
     )
 
 

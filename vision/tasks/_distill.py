@@ -9,11 +9,14 @@ wrapped by DDP (every rank loads its own copy).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
-__all__ = ["DISTILL_KEYS", "distill_options", "load_teacher"]
+from vision.tasks._data import check_class_names
+
+__all__ = ["DISTILL_KEYS", "check_teacher_classes", "distill_options", "load_teacher"]
 
 #: ``distill.*`` keys (both tasks): KD weight, softening temperature, architecture of a plain teacher file, and the
 #: weight of the feature-imitation term (detection only; 0 switches the 1x1 adapters off)
@@ -64,3 +67,9 @@ def load_teacher(teacher: str, *, model: str = "") -> nn.Module:
     net.eval()
     net.requires_grad_(False)
     return net
+
+
+def check_teacher_classes(teacher: nn.Module, classes: Sequence[str]) -> None:
+    """``ValueError`` naming both lists when the teacher's class names (its ``categories``, where it has them) are
+    not the data's ``classes``."""
+    check_class_names(getattr(teacher, "categories", None), classes, model_label="the teacher", data_label="the data")

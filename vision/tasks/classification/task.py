@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from vision.engine.distributed import all_gather_objects
 from vision.engine.replicas import cut_tensors
 from vision.engine.task import Task, register_task
-from vision.tasks._data import check_class_names, registered_split, split_datasets
-from vision.tasks._distill import DISTILL_KEYS
+from vision.tasks._data import registered_split, split_datasets
+from vision.tasks._distill import DISTILL_KEYS, check_teacher_classes
 from vision.tasks.classification.infer import CLASSIFICATION_KEYS, infer_classification
 from vision.tasks.classification.metrics import classification_metrics
 from vision.utils.keys import ArgumentError, check_section, number
@@ -136,8 +136,7 @@ class ClassificationTask(Task):
             from vision.tasks.classification.distill import ClassifierDistiller
 
             self.distiller = ClassifierDistiller.from_args(self.args)
-            teacher = getattr(self.distiller.teacher, "categories", None)
-            check_class_names(teacher, self.classes, model_label="the teacher", data_label="the data")
+            check_teacher_classes(self.distiller.teacher, self.classes)
         return model
 
     def prepare_batch(self, batch: Any, device: torch.device, *, train: bool) -> Any:

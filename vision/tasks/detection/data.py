@@ -70,6 +70,11 @@ def load_data_spec(data: str | Mapping[str, Any]) -> dict[str, tuple[Path, Path]
         spec, base, where = _read_yaml(path) or {}, path.resolve().parent, str(path)
         if not isinstance(spec, Mapping):
             raise DataError(f"{path}: a data YAML must be a mapping with train/val entries")
+        if {"images", "annotations"} <= set(spec):  # a COCO annotation file given where the spec belongs
+            raise DataError(
+                f"{path} is a COCO annotation file; data= takes a data YAML that names it with its image folder "
+                f"(train: {{images: DIR, annotations: {path.name}}}, val: ...)"
+            )
     _refuse_unknown(where, spec, SPEC_KEYS)
     if spec.get("path") is not None and not isinstance(spec["path"], str):
         raise DataError(f"{where}: 'path' must be a folder name, got {spec['path']!r}")

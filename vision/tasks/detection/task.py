@@ -60,8 +60,8 @@ from vision.models.detection.common import (
     to_dataset_detections,
     to_model_targets,
 )
-from vision.tasks._data import check_class_names, registered_split
-from vision.tasks._distill import DISTILL_KEYS
+from vision.tasks._data import registered_split
+from vision.tasks._distill import DISTILL_KEYS, check_teacher_classes
 from vision.tasks.detection.data import SYNTHETIC_KEYS, load_data_spec
 from vision.tasks.detection.infer import DETECTION_KEYS, infer_detection
 from vision.tasks.detection.plots import plot_pr_curves
@@ -270,8 +270,7 @@ class DetectionTask(Task):
 
             self.distiller = YoloDistiller.from_args(self.args)
             self.distiller.attach(model)
-            teacher = getattr(self.distiller.teacher, "categories", None)
-            check_class_names(teacher, self.classes, model_label="the teacher", data_label="the data")
+            check_teacher_classes(self.distiller.teacher, self.classes)
         return model
 
     def _generator(self, device: torch.device, targets: Sequence[Mapping[str, Any]]) -> torch.Generator:
