@@ -80,3 +80,16 @@ def test_classifier_predict_refuses_unnormalised_pixels():
     assert len(model.predict(x, topk=2)[0]) == 2
     with pytest.raises(ValueError, match=r"cannot be a normalised image.*eval_transforms"):
         model.predict(image[None].float())
+
+
+def test_an_image_with_a_nan_value_is_refused_not_predicted_on(yolo):
+    x = _images(3)
+    x[1, 2, 5, 7] = float("nan")
+    for bad in (x, list(x)):
+        with pytest.raises(ValueError, match=r"^image 1: its values include NaN"):
+            yolo.predict(bad)
+    classifier = vision.create_model("resnet18", num_classes=5).eval()
+    batch = classifier.eval_transforms()((_images(1, 32)[0] * 255).round().to(torch.uint8))[None].repeat(2, 1, 1, 1)
+    batch[1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^image 1: its values include NaN"):
+        classifier.predict(batch)
