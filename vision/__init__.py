@@ -10,7 +10,8 @@ Example:
     >>> backbone = vision.create_backbone("efficientnet_b0", out_indices=(2, 3, 4))
 """
 
-import vision._openmp  # noqa: F401  (first: it must run before torch loads its OpenMP runtime)
+import vision._heap  # heap thresholds for CPU work: see vision._heap
+import vision._openmp  # noqa: F401  (before torch: it must run before torch loads its OpenMP runtime)
 from vision._api import create_backbone, create_model, get_card, list_models, load_weights
 from vision._loader import load_model
 from vision.backbones._base import FeatureSpec
