@@ -197,3 +197,17 @@ def test_detection_infer_imgsz_a_model_cannot_take_is_refused(tmp_path):
     Fixed.imgsz = None
     with pytest.raises(ValueError, match=r"^imgsz=640 does not apply to yolo_n: it sizes its input itself"):
         infer_detection(_detect_args(tmp_path, path, Fixed(), imgsz=640))
+
+
+def test_detection_infer_imgsz_with_an_exported_file_is_checked_as_vision_val_checks_it(tmp_path):
+    from vision.deploy.runtime import OnnxModel
+    from vision.tasks.detection.infer import _imgsz_option
+
+    exported = OnnxModel.__new__(OnnxModel)  # the attributes load_onnx reads from a file's metadata
+    exported.path, exported.imgsz, exported.preprocess = tmp_path / "m.onnx", 64, {"input_size": [64, 64]}
+    assert _imgsz_option(exported, 64, False) == {}
+    with pytest.raises(ValueError, match=r"^imgsz=128 does not apply to weights=.*m\.onnx: the file was exported for"):
+        _imgsz_option(exported, 128, False)
+    exported.preprocess = {}  # an R-CNN file: resizes inside its graph
+    with pytest.raises(ValueError, match="resizes each image inside its graph"):
+        _imgsz_option(exported, 64, False)

@@ -62,9 +62,9 @@ def test_imgsz_other_than_the_exported_size_is_refused(onnx_file, capsys, tmp_pa
 
 
 def test_imgsz_equal_to_the_exported_size_is_accepted():
-    from vision.cli.val import _check_onnx_imgsz
+    from vision.deploy.runtime import check_exported_imgsz
 
-    _check_onnx_imgsz(64, "m.onnx", types.SimpleNamespace(preprocess={"input_size": [64, 64]}))
+    check_exported_imgsz(64, "m.onnx", types.SimpleNamespace(preprocess={"input_size": [64, 64]}))
 
 
 def _shapes_data(root: Path, classes: tuple[str, ...]) -> Path:

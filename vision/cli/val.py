@@ -135,18 +135,6 @@ def _run_args(args: dict[str, Any], onnx_model: Any | None) -> tuple[dict[str, A
     return resolve_args([f"task={resolve_entry(model).task or 'classification'}", f"model={model}"]), {}
 
 
-def _check_onnx_imgsz(imgsz: int, weights: str, onnx_model: Any) -> None:
-    """An exported file takes one input size (R-CNN: resizes inside the graph): ``imgsz=`` cannot change it."""
-    size = dict(getattr(onnx_model, "preprocess", None) or {}).get("input_size")
-    if not size:
-        raise ArgumentError(f"imgsz={imgsz} does not apply to weights={weights}: the file resizes each image inside "
-                            "its graph; leave imgsz out")  # fmt: skip
-    side = int(size[-1] if isinstance(size, list | tuple) else size)
-    if imgsz != side:
-        raise ArgumentError(f"imgsz={imgsz} does not apply to weights={weights}: the file was exported for "
-                            f"{side}x{side} inputs; leave imgsz out, or export again with imgsz={imgsz}")  # fmt: skip
-
-
 def _task_keys(argv: list[str], run: dict[str, Any]) -> dict[str, Any]:
     """``run`` with the task's training keys of ``argv`` applied, each checked against its declared type and range."""
     from vision.engine.config import COMMON_SCHEMA
@@ -180,7 +168,9 @@ def evaluate(argv: Sequence[str]) -> tuple[Path, dict[str, float]]:
     if onnx_model is not None:
         check_onnx_model_key(str(args["model"] or ""), str(args["weights"]), onnx_model)
         if args["imgsz"] is not None:
-            _check_onnx_imgsz(int(args["imgsz"]), str(args["weights"]), onnx_model)
+            from vision.deploy.runtime import check_exported_imgsz
+
+            check_exported_imgsz(int(args["imgsz"]), str(args["weights"]), onnx_model)
     run, meta = _run_args(args, onnx_model)
     for key in ("data", "imgsz", "batch"):
         if args[key] is not None:

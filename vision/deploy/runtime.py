@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vision.results import Results, is_batch, load_sources
+from vision.utils.keys import ArgumentError
 
-__all__ = ["OnnxModel", "load_onnx"]
+__all__ = ["OnnxModel", "check_exported_imgsz", "load_onnx"]
 
 
 class OnnxModel:
@@ -180,3 +181,16 @@ def load_onnx(path: str | os.PathLike[str], *, threads: int | None = None) -> On
         >>> dets = model.predict([image])  # image: float [3, H, W] in [0, 1]
     """
     return OnnxModel(path, threads=threads)
+
+
+def check_exported_imgsz(imgsz: int, weights: str, onnx_model: Any) -> None:
+    """``ArgumentError`` unless ``imgsz`` is the one input size the exported ``onnx_model`` (read from ``weights``)
+    takes; an R-CNN file resizes each image inside its graph and takes no ``imgsz=`` at all."""
+    size = dict(getattr(onnx_model, "preprocess", None) or {}).get("input_size")
+    if not size:
+        raise ArgumentError(f"imgsz={imgsz} does not apply to weights={weights}: the file resizes each image inside "
+                            "its graph; leave imgsz out")  # fmt: skip
+    side = int(size[-1] if isinstance(size, list | tuple) else size)
+    if imgsz != side:
+        raise ArgumentError(f"imgsz={imgsz} does not apply to weights={weights}: the file was exported for "
+                            f"{side}x{side} inputs; leave imgsz out, or export again with imgsz={imgsz}")  # fmt: skip

@@ -138,10 +138,16 @@ class _Runner:
 
 
 def _imgsz_option(model: nn.Module, imgsz: int, takes_it: bool) -> dict[str, int]:
-    """``{"imgsz": imgsz}`` for a ``predict`` that takes it; nothing for a fixed-size model already at that size;
-    ``ValueError`` otherwise (the size would be silently ignored)."""
+    """``{"imgsz": imgsz}`` for a ``predict`` that takes it; nothing for a fixed-size model already at that size (an
+    exported file: :func:`~vision.deploy.runtime.check_exported_imgsz`, as ``vision val`` checks it); ``ValueError``
+    otherwise (the size would be silently ignored)."""
     if takes_it:
         return {"imgsz": imgsz}
+    from vision.deploy.runtime import OnnxModel, check_exported_imgsz
+
+    if isinstance(model, OnnxModel):
+        check_exported_imgsz(imgsz, str(model.path), model)
+        return {}
     fixed = getattr(model, "imgsz", None)
     name = getattr(model, "name", None) or getattr(model, "metadata", {}).get("model") or type(model).__name__
     if fixed is not None and int(fixed) == imgsz:
