@@ -30,8 +30,7 @@ def _worker(batch: int, size: int, threads: int, iters: int) -> None:
 
     import torch
 
-    import vision
-    from vision._heap import keep_freed_memory  # noqa: F401  (applied on import unless VISION_MALLOC=0)
+    import vision  # applies vision._heap unless VISION_MALLOC=0
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
