@@ -32,15 +32,28 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vision.backbones._base import Family, stages_from
 from vision.backbones._factory import register_variant
 
-__all__ = ["SIZES", "SPPF", "Bottleneck", "C2f", "CSPDarknet", "ConvBNAct", "DarknetSize", "scale_channels"]
+__all__ = ["SIZES", "SPPF", "Bottleneck", "C2f", "CSPDarknet", "ConvBNAct", "DarknetSize", "SiLU", "scale_channels"]
 
 
 # --------------------------------------------------------------------------------------------------------- blocks
+class SiLU(nn.SiLU):
+    """``x * sigmoid(x)``, in place wherever autograd does not record it (inference, frozen layers).
+
+    Where autograd records it, an in-place SiLU makes autograd keep a copy of its input for the backward pass (the
+    derivative needs the input it overwrites): one more full copy of every activation of a training step than the
+    out-of-place function, which keeps the input it already has. Shape-preserving: ``[*] -> [*]``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.silu(x, inplace=not (torch.is_grad_enabled() and x.requires_grad))
+
+
 class ConvBNAct(nn.Sequential):
     """``Conv2d (no bias, 'same' padding) -> BatchNorm2d -> SiLU``: ``[B, c_in, H, W] -> [B, c_out, H/s, W/s]``."""
 
@@ -48,7 +61,7 @@ class ConvBNAct(nn.Sequential):
         super().__init__(
             nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
             nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.03),
-            nn.SiLU(inplace=True),
+            SiLU(),
         )
         self.out_channels = c_out
 

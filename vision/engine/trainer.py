@@ -72,6 +72,7 @@ class Trainer:
         self.run_dir: Path | None = None
         self.resume_state: dict[str, Any] | None = None
         self._resume_file: Path | None = None
+        self._partial: tuple[dict[str, Any], int] = ({}, 0)  # loss sums and steps of the epoch so far (for resume)
         if self.args.get("resume"):
             self._prepare_resume(str(self.args["resume"]))
 
@@ -223,6 +224,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "skipped_steps": self.skipped_steps,
             "nan_guard": self.guard.state_dict(),
+            "epoch_losses": {"sums": {k: float(v) for k, v in self._partial[0].items()}, "count": self._partial[1]},
         }
 
     def _meta(self, epoch: int) -> dict[str, Any]:
@@ -269,6 +271,8 @@ class Trainer:
         self.best_epoch = int(state["best_epoch"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.guard.load_state_dict(state.get("nan_guard") or {})
+        partial = state.get("epoch_losses") or {}
+        self._partial = (dict(partial.get("sums") or {}), int(partial.get("count", 0)))
         epoch, batch = int(state["epoch"]), int(state["batch_in_epoch"])
         self.guard.note_checkpoint(epoch=epoch, batch_in_epoch=batch, step=self.step)
         return epoch, batch
@@ -321,8 +325,8 @@ class Trainer:
         self.train_set.set_epoch(epoch)
         accumulate = int(self.args["accumulate"])
         total_batches = self.sampler.batches_per_epoch()
-        sums: dict[str, float] = {}
-        count = 0
+        # a resumed epoch's means include the steps before the interruption (kept in the checkpoint)
+        sums, count = (dict(self._partial[0]), self._partial[1]) if start_batch else ({}, 0)
         bar = tqdm(
             self.train_loader,
             total=total_batches,
@@ -381,8 +385,10 @@ class Trainer:
                     post["mem"] = f"{torch.cuda.max_memory_allocated(self.device) / 2**30:.1f}G"
                 bar.set_postfix(post, refresh=False)
             if save_period and self.step % save_period == 0 and (i + 1) % accumulate == 0 and i + 1 < total_batches:
+                self._partial = (sums, count)
                 self._save(epoch, i + 1, best=False)
         bar.close()
+        self._partial = ({}, 0)
         means = {f"train_{k}" if k != "loss" else "train_loss": float(v) / max(1, count) for k, v in sums.items()}
         return means
 
