@@ -84,6 +84,29 @@ def test_yolo_export_matches_pytorch_and_carries_metadata(yolo_file, photos):
     assert [o.name for o in onnx_model.session.get_outputs()] == ["boxes", "scores", "labels", "num_dets"]
 
 
+def test_yolo_metadata_that_does_not_fit_the_graph_is_refused(yolo_file, photos, tmp_path):
+    """``imgsz`` other than the graph's input is refused when the file is opened; ``names`` shorter than the labels
+    the graph gives is refused when a detection has such a label (not a wrong name, not an IndexError)."""
+    import onnx
+
+    from vision.deploy.export import set_metadata
+
+    _, path = yolo_file
+    proto = onnx.load(path)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    pre = json.loads(meta["preprocess"])
+    set_metadata(proto, {**meta, "imgsz": "320", "preprocess": json.dumps({**pre, "input_size": [320, 320]})})
+    onnx.save(proto, tmp_path / "sz.onnx")
+    with pytest.raises(ValueError, match="metadata 'imgsz' says 320x320 inputs, but the graph takes 160x160"):
+        load_onnx(tmp_path / "sz.onnx")
+    labels = torch.cat([d["labels"] for d in load_onnx(path).predict(photos)])
+    assert int(labels.max()) >= 1  # the graph gives labels past the one name below
+    set_metadata(proto, {**meta, "names": json.dumps(["0"])})
+    onnx.save(proto, tmp_path / "names.onnx")
+    with pytest.raises(ValueError, match="metadata 'names' lists 1 classes but the graph gives label"):
+        load_onnx(tmp_path / "names.onnx").predict(photos)
+
+
 def test_check_fails_on_a_different_model(yolo_file, photos):
     """The check can fail: the file against another model's weights."""
     _, path = yolo_file
@@ -157,7 +180,9 @@ def test_faster_rcnn_export_matches_pytorch(tmp_path, photos):
     torch.manual_seed(0)
     model = vision.create_model("faster_rcnn", backbone="resnet18", num_classes=3, min_size=96, max_size=128,
                                 box_score_thresh=0.0).eval()  # fmt: skip
-    onnx_model = load_onnx(export_onnx(model, tmp_path / "frcnn.onnx", dynamic=True))
+    onnx_model = load_onnx(export_onnx(model, tmp_path / "frcnn.onnx"))  # not dynamic=True: any size all the same
+    assert [d if isinstance(d, int) else "dyn" for d in onnx_model.input_shape] == [3, "dyn", "dyn"]
+    assert len({tuple(p.shape) for p in photos}) == 3  # three sizes, none of them the example's 128 x 128
     result = check_export(model, onnx_model, photos)
     assert result.ok, result.lines
     assert all(int(d["labels"].max()) <= 1 for d in onnx_model.predict(photos) if len(d["labels"]))  # data-set labels

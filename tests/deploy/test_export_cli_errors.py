@@ -61,3 +61,42 @@ def test_imgsz_off_the_stride_says_the_size_used(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "note: imgsz=50 was rounded up to 64 (a multiple of the model's stride 32): the file takes 64x64 inputs" \
         in err  # fmt: skip
+
+
+def test_opset_above_the_exporters_names_the_range(capsys, tmp_path):
+    from vision.deploy.export import max_opset
+
+    top = max_opset()
+    message = _refused(capsys, ["model=resnet18", f"opset={top + 4}"], tmp_path)
+    assert message.startswith(f"opset={top + 4} is not supported: the TorchScript ONNX exporter of torch ")
+    assert message.endswith(f"writes opsets 17 to {top}")
+
+
+def test_data_of_another_task_is_refused_before_the_file_is_written(capsys, tmp_path):
+    message = _refused(capsys, ["model=resnet18", "data=bccd"], tmp_path)
+    assert message == "data='bccd' is a detection dataset, not one for task 'classification'"
+    message = _refused(capsys, ["model=yolo_n", "imgsz=64", "data=digits"], tmp_path)
+    assert message == "data='digits' is a classification dataset, not one for task 'detection'"
+
+
+def test_classifier_checks_on_a_classification_dataset(capsys, tmp_path):
+    """``data=digits`` with a classifier: the check runs on the digits' validation images."""
+    out = tmp_path / "c.onnx"
+    assert main(["export", "model=resnet18", "imgsz=32", "data=digits", "check_images=2", f"file={out}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert out.is_file() and "onnxruntime check: PASS on 2 images" in lines[-1]
+
+
+def test_a_file_that_cannot_be_written_is_named_before_the_export(capsys, tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "plain").write_text("x")
+    for target, why in [(tmp_path / "folder", "is a folder: name the .onnx file to write"),
+                        (tmp_path / "plain" / "m.onnx", f"cannot be written: {tmp_path / 'plain'} is a file, not a "
+                                                        "folder")]:  # fmt: skip
+        with pytest.raises(SystemExit) as info:
+            main(["export", "model=resnet18", f"file={target}"])
+        assert info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: file={target} {why}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "plain"]
+    assert not any((tmp_path / "folder").iterdir())

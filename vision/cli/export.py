@@ -8,20 +8,26 @@ Usage::
 
 Keys: ``weights`` (run folder, weights file, tag or URL), ``model`` (architecture, when ``weights`` does not name it),
 ``format`` (``onnx``), ``imgsz`` (square input side; default the model's; YOLO rounds it up to its stride, with a
-note), ``batch`` (1), ``dynamic`` (dynamic batch axis; R-CNN: dynamic height and width), ``opset`` (17+),
+note; a classifier keeps its card's crop ratio), ``batch`` (1), ``dynamic`` (dynamic batch axis; an R-CNN file always
+takes any image size), ``opset`` (17 to the highest the installed torch's TorchScript exporter writes, 20),
 ``conf``/``iou`` (in [0, 1]) and ``max_det`` (detector post-processing baked into the graph; default the model's),
 ``source`` (images for the onnxruntime check; default ``data``'s val images, else scikit-image's sample photos),
-``check_images`` (8), ``int8`` (also write ``<file>.int8.onnx``, static QDQ), ``data`` (calibration images: a
-registered detection dataset such as ``bccd``, a data spec, or a folder/glob), ``calib`` (calibration images, 300),
-``file`` (output path). A bad value stops the command with one ``error:`` line before anything is written.
+``check_images`` (8), ``int8`` (also write ``<file>.int8.onnx``, static QDQ), ``data`` (check and calibration
+images: a registered dataset of the model's task, e.g. ``bccd`` for a detector or ``digits`` for a classifier, a
+detection data spec, or a folder/glob), ``calib`` (calibration images, 300), ``file`` (output path). A bad value
+(including a ``data=`` of another task and a ``file=`` that cannot be written) stops the command with one ``error:``
+line before anything is written.
 
-The command prints the onnxruntime check against the PyTorch model (classifier: top-5 and logits within 1e-4;
-detector: boxes at IoU >= 0.99, scores within 1e-3, same counts) and exits 1 when it fails; with ``int8=true`` it
-also prints the accuracy (top-1 agreement with fp32) or mAP delta of int8 against fp32 on the validation split.
+The command prints the onnxruntime check against the PyTorch model (classifier: the same top-5 labels, and logits
+within ``1e-4 + 1e-5 * max|logit|`` per image, reported separately; detector: boxes at IoU >= 0.99, scores within
+1e-3, same counts; YOLO on the file's letterboxed square canvas, see :mod:`vision.deploy.check`) and exits 1 when it
+fails; with ``int8=true`` it also prints the accuracy (top-1 agreement with fp32) or mAP delta of int8 against fp32
+on the validation split.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,12 +90,42 @@ def _output_path(args: dict[str, Any], model: Any) -> Path:
     return Path(f"{args['model'] or getattr(model, 'name', 'model')}{tag}.onnx")
 
 
-def _detection_split(data: str, split: str) -> Any | None:
-    """A detection data set (registered name or data spec) or ``None`` when ``data`` is neither."""
+def _check_output(path: Path, given: bool) -> None:
+    """``ArgumentError`` naming ``file=`` when ``path`` cannot be written (a folder, under a file, read-only)."""
+    key = f"file={path}" if given else f"the output {path} (choose another with file=)"
+    if path.is_dir():
+        raise ArgumentError(f"{key} is a folder: name the .onnx file to write")
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ArgumentError(f"{key} cannot be written: {parent} is a file, not a folder")
+    if not os.access(path if path.exists() else parent, os.W_OK):
+        raise ArgumentError(f"{key} cannot be written: {path if path.exists() else parent} is read-only")
+
+
+def _check_data_name(data: str) -> None:
+    """Before the model is loaded: ``data=`` must be a registered dataset, a data spec, or match images."""
+    from vision.registry import DATASETS
+
+    if data in DATASETS:
+        return
+    from vision.tasks.detection.data import load_data_spec
+
+    try:
+        load_data_spec(data)
+        return
+    except (ValueError, OSError, KeyError):
+        _image_files(data, "data")
+
+
+def _data_split(data: str, task: str, split: str) -> Any | None:
+    """The ``split`` of a registered dataset of ``task`` (or of a detection data spec), items ``(uint8 [3, H, W],
+    target)``; ``None`` when ``data`` is neither (a folder or glob); ``ValueError`` for a dataset of another task."""
     from vision.tasks._data import registered_split
 
-    ds = registered_split(data, "detection", split, {"transform": None})
-    if ds is not None:
+    ds = registered_split(data, task, split, {"transform": None})
+    if ds is not None or task != "detection":
         return ds
     from vision.tasks.detection.data import load_data_spec
 
@@ -141,14 +177,15 @@ def _sample_photos() -> list[torch.Tensor]:
     return [torch.from_numpy(np.array(p[..., :3])).permute(2, 0, 1) for p in photos if p.ndim == 3]
 
 
-def _images(args: dict[str, Any], split: str, limit: int) -> list[torch.Tensor]:
-    """Up to ``limit`` uint8 ``[3, H, W]`` images: ``source`` (check) or ``data``'s ``split``, else sample photos."""
+def _images(args: dict[str, Any], split: str, limit: int, task: str) -> list[torch.Tensor]:
+    """Up to ``limit`` uint8 ``[3, H, W]`` images: ``source`` (check) or ``data``'s ``split`` (a dataset of the
+    model's ``task``), else sample photos."""
     from vision.io import read_image
 
     where = args["source"] if split == "check" else ""
     data = str(args["data"] or "")
     if not where and data:
-        ds = _detection_split(data, "val" if split in ("check", "val") else "train")
+        ds = _data_split(data, task, "val" if split in ("check", "val") else "train")
         if ds is not None:
             n = min(limit, len(ds))
             idx = np.linspace(0, len(ds) - 1, n).round().astype(int) if split == "check" else range(n)
@@ -181,7 +218,7 @@ def _calibration(onnx_model: Any, images: Sequence[torch.Tensor]) -> list[np.nda
 def _int8_report(args: dict[str, Any], fp32: Any, int8: Any) -> str:
     """Accuracy or mAP of int8 against fp32 on the validation split (or on the check images)."""
     data = str(args["data"] or "")
-    ds = _detection_split(data, "val") if data and fp32.task == "detection" else None
+    ds = _data_split(data, "detection", "val") if data and fp32.task == "detection" else None
     if ds is not None:
         from vision.tasks.detection.coco_eval import COCOEvaluator, coco_from_dataset
 
@@ -197,7 +234,7 @@ def _int8_report(args: dict[str, Any], fp32: Any, int8: Any) -> str:
         return (f"int8 vs fp32 on {data} val ({len(ds)} images): mAP50-95 {b['map'] * 100:.2f} vs {a['map'] * 100:.2f} "
                 f"(delta {(b['map'] - a['map']) * 100:+.2f} points), mAP50 {b['map50'] * 100:.2f} vs "
                 f"{a['map50'] * 100:.2f} (delta {(b['map50'] - a['map50']) * 100:+.2f})")  # fmt: skip
-    images = _images(args, "val", 200) if data else _images(args, "check", 200)
+    images = _images(args, "val" if data else "check", 200, fp32.task)
     if fp32.task == "classification":
         t = fp32.eval_transforms()
         x = torch.stack([t(im) for im in images])
@@ -226,19 +263,30 @@ def run(args: dict[str, Any]) -> tuple[Path, bool]:
     """Export, check (and quantise) as the keys say; returns ``(fp32 file, check passed)``."""
     import vision
     from vision.deploy import check_export, export_onnx, load_onnx, quantize_int8
+    from vision.deploy.export import MIN_OPSET, max_opset, model_kind
 
     if str(args["format"]).lower() != "onnx":
         raise ArgumentError(f"format={args['format']!r} is not supported (only format=onnx)")
     if not args["weights"] and not args["model"]:
         raise ArgumentError("weights= is required (a run folder, a weights file or a tag; model= for a plain file)")
+    if int(args["opset"]) > max_opset():
+        raise ArgumentError(f"opset={args['opset']} is not supported: the TorchScript ONNX exporter of torch "
+                            f"{torch.__version__} writes opsets {MIN_OPSET} to {max_opset()}")  # fmt: skip
     if args["int8"] and not args["data"]:
         raise ArgumentError("int8=true needs data= (calibration images: a dataset name, a data spec or a folder)")
-    if args["int8"] and _detection_split(str(args["data"]), "train") is None:
-        _image_files(str(args["data"]), "data")  # a bad data= is named before the export, not after it
+    if args["file"]:
+        _check_output(Path(args["file"]), True)
+    if args["data"]:
+        _check_data_name(str(args["data"]))  # a bad data= is named before the model is loaded
     if args["source"]:
         _image_files(str(args["source"]))  # as is a bad source=
     model = vision.load_model(str(args["weights"]) or None, model=str(args["model"]) or None)
+    task = "classification" if model_kind(model) == "classifier" else "detection"
     path = _output_path(args, model)
+    _check_output(path, bool(args["file"]))
+    # every image is read before the file is written: a data= of another task stops the command here
+    images = [im.float() / 255 for im in _images(args, "check", int(args["check_images"]), task)]
+    calib_images = _images(args, "train", int(args["calib"]), task) if args["int8"] else []
     export_onnx(model, path, imgsz=args["imgsz"], batch=int(args["batch"]), dynamic=bool(args["dynamic"]),
                 opset=int(args["opset"]), score_threshold=args["conf"], iou_threshold=args["iou"],
                 max_det=args["max_det"])  # fmt: skip
@@ -246,13 +294,12 @@ def run(args: dict[str, Any]) -> tuple[Path, bool]:
     print(f"exported {path} ({size:.1f} MB, opset {args['opset']}, vision-zoo {vision.__version__})")
     onnx_model = load_onnx(path)
     _size_note(args["imgsz"], onnx_model)
-    images = [im.float() / 255 for im in _images(args, "check", int(args["check_images"]))]
     result = check_export(model, onnx_model, images)
     for line in result.lines:
         print(f"  {line}")
     print(result.summary())
     if args["int8"]:
-        calib = _calibration(onnx_model, _images(args, "train", int(args["calib"])))
+        calib = _calibration(onnx_model, calib_images)
         q = quantize_int8(path, path.with_suffix(".int8.onnx"), calib)
         print(f"exported {q} ({q.stat().st_size / 2**20:.1f} MB, int8 QDQ, {len(calib)} calibration images)")
         print(_int8_report(args, onnx_model, load_onnx(q)))

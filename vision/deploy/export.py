@@ -5,7 +5,13 @@
 ``model``, ``version`` (vision-zoo), ``int8``.
 
 The TorchScript-based exporter is used (``dynamo=False``): the detector graphs contain data-dependent shapes
-(NonMaxSuppression) that it traces reliably.
+(NonMaxSuppression) that it traces reliably. It writes opsets 17 to :func:`max_opset` (20 with the torch versions
+this package supports); a higher ``opset`` is refused before anything is traced.
+
+A classifier exported at ``imgsz=S`` other than its card's input size keeps the card's crop ratio, as timm does:
+``input_size = [S, S]`` and ``resize_size = floor(S * resize / input)`` (``floor(S / crop_pct)``); a card without a
+crop resizes straight to ``S``. An R-CNN graph resizes each image inside itself, so its height and width axes are
+always dynamic (any image size), whatever ``dynamic`` says.
 """
 
 from __future__ import annotations
@@ -22,10 +28,22 @@ from torch import nn
 
 from vision.deploy._graphs import ClassifierGraph, RCNNGraph, SSDGraph, YOLOGraph
 
-__all__ = ["DETECTION_OUTPUTS", "export_onnx", "model_kind"]
+__all__ = ["DETECTION_OUTPUTS", "export_onnx", "max_opset", "model_kind"]
 
 #: output names of the YOLO / SSD graphs
 DETECTION_OUTPUTS = ("boxes", "scores", "labels", "num_dets")
+
+#: the lowest opset written (the graphs need opset 17's operators)
+MIN_OPSET = 17
+
+
+def max_opset() -> int:
+    """The highest opset the installed torch's TorchScript ONNX exporter writes (20 when torch does not say)."""
+    try:
+        from torch.onnx import _constants
+    except ImportError:  # pragma: no cover - a torch without the module
+        return 20
+    return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
 
 
 def model_kind(model: nn.Module) -> str:
@@ -60,9 +78,11 @@ def _preprocess(model: nn.Module, kind: str, imgsz: int) -> dict[str, Any]:
         from vision.hub.cards import Preprocess
 
         pre = card.preprocess if card is not None else Preprocess()
-        return {"mode": "crop" if pre.crop else "resize", "input_size": list(pre.input_size),
-                "resize_size": pre.resize_size, "interpolation": pre.interpolation, "mean": list(pre.mean),
-                "std": list(pre.std), "normalized_in_graph": False}  # fmt: skip
+        # the card's crop ratio at the exported size (timm: floor(S / crop_pct)), in integers: no float rounding
+        resize = imgsz * int(pre.resize_size) // min(pre.input_size) if pre.crop else imgsz
+        return {"mode": "crop" if pre.crop else "resize", "input_size": [imgsz, imgsz], "resize_size": resize,
+                "interpolation": pre.interpolation, "mean": list(pre.mean), "std": list(pre.std),
+                "normalized_in_graph": False}  # fmt: skip
     if kind == "yolo":
         mean = model.mean.flatten().tolist() if model.normalize else [0.0, 0.0, 0.0]
         std = model.std.flatten().tolist() if model.normalize else [1.0, 1.0, 1.0]
@@ -109,8 +129,8 @@ def export_onnx(
         imgsz: square input side ``S`` (YOLO, SSD, classifier; rounded up to YOLO's stride); default the model's.
             Ignored for R-CNN, which resizes inside the graph.
         batch: the batch size of the example input (fixed unless ``dynamic``; R-CNN graphs take one image).
-        dynamic: a dynamic batch axis (R-CNN: dynamic image height and width).
-        opset: ONNX opset (>= 17).
+        dynamic: a dynamic batch axis. No effect on R-CNN, whose graph takes one image of any height and width.
+        opset: ONNX opset, 17 to :func:`max_opset` (``ValueError`` otherwise, before anything is traced).
         score_threshold, iou_threshold, max_det: detector post-processing (default: the model's own).
 
     Returns:
@@ -120,8 +140,10 @@ def export_onnx(
 
     import vision
 
-    if opset < 17:
-        raise ValueError(f"opset must be >= 17, got {opset}")
+    top = max_opset()
+    if not MIN_OPSET <= opset <= top:
+        raise ValueError(f"opset must be in [{MIN_OPSET}, {top}] (the TorchScript ONNX exporter of torch "
+                         f"{torch.__version__}), got {opset}")  # fmt: skip
     model = model.cpu().float().eval()
     kind = model_kind(model)
     S = int(imgsz or default_imgsz(model))
@@ -132,13 +154,15 @@ def export_onnx(
     graph.eval()  # torch.onnx.export restores the wrapper's mode afterwards: a wrapper in train mode would leave the
     # model in train mode (batch norms then update their statistics on the next call)
     name = "image" if kind == "rcnn" else "images"
-    if dynamic:
-        axes = {"image": {1: "height", 2: "width"}} if kind == "rcnn" else {n: {0: "batch"} for n in (name, *outputs)}
+    if kind == "rcnn":  # the graph resizes each image itself: a fixed example size would refuse every other size
+        axes = {"image": {1: "height", 2: "width"}}
+    elif dynamic:
+        axes = {n: {0: "batch"} for n in (name, *outputs)}
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about data-dependent shapes are expected here
         torch.onnx.export(graph, (inputs,), buf, input_names=[name],
-                          output_names=list(outputs), dynamic_axes=axes if dynamic else None, opset_version=opset,
+                          output_names=list(outputs), dynamic_axes=axes or None, opset_version=opset,
                           do_constant_folding=True, dynamo=False)  # fmt: skip
     proto = onnx.load_from_string(buf.getvalue())
     meta = {
@@ -146,7 +170,7 @@ def export_onnx(
         "kind": kind,
         "names": json.dumps(_names(model)),
         "imgsz": str(S),
-        "batch": "dynamic" if dynamic else str(batch if kind != "rcnn" else 1),
+        "batch": "1" if kind == "rcnn" else "dynamic" if dynamic else str(batch),
         "preprocess": json.dumps(_preprocess(model, kind, S)),
         "outputs": ",".join(outputs),
         "model": str(getattr(model, "name", type(model).__name__)),

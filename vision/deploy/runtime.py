@@ -9,6 +9,21 @@ returns an :class:`OnnxModel`:
 - detector: ``model.predict(images)`` with a list of float ``[3, H_i, W_i]`` in [0, 1] (or a ``[B, 3, H, W]`` batch)
   -> one dict per image: ``boxes`` float32 ``[N, 4]`` xyxy pixels of that image, ``scores [N]``, ``labels`` int64
   ``[N]`` in data-set label space (``background_class = False``); Mask R-CNN files add ``masks [N, 1, H, W]``.
+
+YOLO files take a fixed ``S x S`` canvas: :meth:`OnnxModel.prepare` scales every image so that its longer side is
+``S`` and pads it, centred, with grey (114) to the whole square, as ultralytics' exported files do. ``YOLO.predict``
+in PyTorch pads a batch only to the smallest canvas of multiples of the stride (32) that holds its scaled images
+(``cuda_graph=True`` excepted, which uses the square), so on non-square images the network sees less padding and
+its grid cells sit elsewhere relative to the image: the detections of the file and of ``YOLO.predict`` differ
+slightly, and a validation mAP by a few tenths of a point (BCCD at 224 px: 0.2708 in PyTorch, 0.2680 from the
+file). Both are correct; neither is changed to match the other. The onnxruntime check (:mod:`vision.deploy.check`)
+compares the file with the PyTorch network on the same ``S x S`` canvas.
+
+The metadata is validated when a file is opened (:class:`OnnxModel`): a missing or malformed key, an unknown
+``kind``, a ``task`` that is not the kind's, an input size that is not the graph's (where the graph fixes it) or a
+number of ``names`` that is not the classifier's number of logits raises ``ValueError`` naming the file and the
+key. Errors of onnxruntime while running (e.g. an input of a size the graph does not take) are ``ValueError`` naming
+the file, the input shape given and the input shape the file takes.
 """
 
 from __future__ import annotations
@@ -29,12 +44,22 @@ from vision.utils.keys import ArgumentError
 
 __all__ = ["OnnxModel", "check_exported_imgsz", "load_onnx"]
 
+#: the task of each kind of file, and the number of graph outputs it has
+_KINDS = {"classifier": ("classification", (1,)), "yolo": ("detection", (4,)), "ssd": ("detection", (4,)),
+          "rcnn": ("detection", (3, 4))}  # fmt: skip
+#: the preprocessing modes of each kind
+_MODES = {"classifier": ("crop", "resize"), "yolo": ("letterbox",), "ssd": ("resize",), "rcnn": ("none",)}
+
 
 class OnnxModel:
     """An onnxruntime session over an exported file with the PyTorch model's inference interface (module docstring).
 
     Attributes: ``task``, ``kind``, ``categories``, ``num_classes``, ``background_class`` (False), ``preprocess``
-    (dict from the metadata), ``imgsz``, ``metadata`` (all metadata strings), ``session``.
+    (dict from the metadata), ``imgsz``, ``metadata`` (all metadata strings), ``session``, ``input_shape`` (the
+    graph's, a name for each dynamic axis).
+
+    Raises:
+        ValueError: the file's metadata is missing, malformed or does not fit the graph (module docstring).
     """
 
     background_class = False
@@ -57,16 +82,13 @@ class OnnxModel:
         if "kind" not in meta or "names" not in meta:
             raise ValueError(f"{self.path} was not written by `vision export` (no 'kind'/'names' metadata)")
         self.metadata = meta
-        self.kind = meta["kind"]
-        self.task = meta["task"]
-        self.categories: list[str] = json.loads(meta["names"])
-        self.num_classes = len(self.categories)
-        self.preprocess: dict[str, Any] = json.loads(meta["preprocess"])
-        self.imgsz = int(meta["imgsz"])
         self.input_name = self.session.get_inputs()[0].name
+        self.input_shape = list(self.session.get_inputs()[0].shape)
         self.output_names = [o.name for o in self.session.get_outputs()]
-        batch = meta.get("batch", "1")
-        self.fixed_batch = None if batch == "dynamic" else int(batch)
+        self.kind, self.task, self.categories, self.preprocess, self.imgsz, self.fixed_batch = _read_metadata(
+            self.path, meta, self.input_shape, [list(o.shape) for o in self.session.get_outputs()]
+        )
+        self.num_classes = len(self.categories)
 
     # ---------------------------------------------------------------------------------------------- nn.Module-likes
     def eval(self) -> OnnxModel:
@@ -80,15 +102,28 @@ class OnnxModel:
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
         """Run the session on ``x``, in chunks of the file's fixed batch size (the last one padded)."""
         if self.fixed_batch is None or self.kind == "rcnn" or x.shape[0] == self.fixed_batch:
-            return self.session.run(self.output_names, {self.input_name: x})
+            return self._session_run(x)
         parts = []
         for i in range(0, x.shape[0], self.fixed_batch):
             chunk = x[i : i + self.fixed_batch]
             n = chunk.shape[0]
             if n < self.fixed_batch:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.fixed_batch - n, 0)])
-            parts.append([o[:n] for o in self.session.run(self.output_names, {self.input_name: chunk})])
+            parts.append([o[:n] for o in self._session_run(chunk)])
         return [np.concatenate([p[j] for p in parts]) for j in range(len(self.output_names))]
+
+    def _session_run(self, x: np.ndarray) -> list[np.ndarray]:
+        """``session.run``; an onnxruntime error (its own exception types) becomes a ``ValueError`` naming the file,
+        the input shape given and the one the file takes."""
+        try:
+            return self.session.run(self.output_names, {self.input_name: x})
+        except Exception as err:
+            takes = "[" + ", ".join(str(d) if isinstance(d, int) else str(d or "?") for d in self.input_shape) + "]"
+            said = " ".join(str(err).split())[:300] or type(err).__name__
+            hint = "; an R-CNN file of an older vision-zoo takes only its example size: export it again" if (
+                self.kind == "rcnn" and all(isinstance(d, int) for d in self.input_shape)) else ""  # fmt: skip
+            raise ValueError(f"{self.path} cannot run on an input of shape {list(x.shape)} {x.dtype}: the file takes "
+                             f"{self.input_name} {takes} float32{hint} (onnxruntime: {said})") from None  # fmt: skip
 
     # ---------------------------------------------------------------------------------------------- classification
     def __call__(self, x: Tensor | Sequence[Tensor]) -> Any:
@@ -132,6 +167,7 @@ class OnnxModel:
             return [self._rcnn(im) for im in imgs]
         x, info = self.prepare(imgs)
         boxes, scores, labels, counts = self._run(x.numpy())
+        self._check_labels(labels, counts)
         out = []
         for i, (im, n) in enumerate(zip(imgs, counts.tolist())):
             b = torch.from_numpy(boxes[i, :n]).float()
@@ -170,7 +206,16 @@ class OnnxModel:
                "labels": torch.from_numpy(outs[2]).long()}  # fmt: skip
         if len(outs) > 3:
             det["masks"] = torch.from_numpy(outs[3]).float()
+        self._check_labels(outs[2][None], np.array([len(outs[2])]))
         return det
+
+    def _check_labels(self, labels: np.ndarray, counts: np.ndarray) -> None:
+        """``ValueError`` when the graph gives a label past the file's ``names`` (metadata not of this graph)."""
+        found = [labels[i, :n] for i, n in enumerate(counts.tolist()) if n]
+        top = max((int(lab.max()) for lab in found), default=-1)
+        if top >= self.num_classes:
+            raise ValueError(f"{self.path}: metadata 'names' lists {self.num_classes} classes but the graph gives "
+                             f"label {top}: the metadata does not belong to this graph")  # fmt: skip
 
 
 def load_onnx(path: str | os.PathLike[str], *, threads: int | None = None) -> OnnxModel:
@@ -194,3 +239,87 @@ def check_exported_imgsz(imgsz: int, weights: str, onnx_model: Any) -> None:
     if imgsz != side:
         raise ArgumentError(f"imgsz={imgsz} does not apply to weights={weights}: the file was exported for "
                             f"{side}x{side} inputs; leave imgsz out, or export again with imgsz={imgsz}")  # fmt: skip
+
+
+def _read_metadata(
+    path: Path, meta: dict[str, str], input_shape: list[Any], output_shapes: list[list[Any]]
+) -> tuple[str, str, list[str], dict[str, Any], int, int | None]:
+    """``(kind, task, names, preprocess, imgsz, fixed batch)`` from a file's metadata, each key checked against the
+    others and against the graph's input and output shapes; ``ValueError`` naming the file and the key."""
+
+    def bad(key: str, why: str) -> ValueError:
+        return ValueError(f"{path}: metadata {key!r} {why} (written by another program or an older vision-zoo, "
+                          "or edited afterwards; export it again)")  # fmt: skip
+
+    def decoded(key: str, kind: type) -> Any:
+        if key not in meta:
+            raise bad(key, "is missing")
+        try:
+            value = json.loads(meta[key])
+        except ValueError:
+            raise bad(key, f"is not valid JSON: {meta[key][:60]!r}") from None
+        if not isinstance(value, kind):
+            raise bad(key, f"must be a JSON {kind.__name__}, got {meta[key][:60]!r}")
+        return value
+
+    def whole(key: str, value: Any, lo: int = 1) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().isdigit():
+            raise bad(key, f"must be an integer >= {lo}, got {value!r}")
+        if int(value) < lo:
+            raise bad(key, f"must be an integer >= {lo}, got {value!r}")
+        return int(value)
+
+    kind = meta["kind"]
+    if kind not in _KINDS:
+        raise bad("kind", f"is {kind!r}, not one of {', '.join(_KINDS)}")
+    task, n_outputs = _KINDS[kind]
+    if meta.get("task") != task:
+        raise bad("task", f"is {meta.get('task')!r}; a {kind!r} file is a {task!r} model")
+    if len(output_shapes) not in n_outputs:
+        raise bad("kind", f"is {kind!r}, but the graph has {len(output_shapes)} outputs, not {n_outputs[0]}")
+    names = decoded("names", list)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise bad("names", "must be a non-empty JSON list of class names (strings)")
+    pre = decoded("preprocess", dict)
+    if pre.get("mode") not in _MODES[kind]:
+        raise bad("preprocess", f"has mode {pre.get('mode')!r}; a {kind!r} file has {' or '.join(_MODES[kind])}")
+    if "imgsz" not in meta:
+        raise bad("imgsz", "is missing")
+    imgsz = whole("imgsz", meta["imgsz"])
+    batch = meta.get("batch", "1")
+    fixed_batch = None if batch == "dynamic" else whole("batch", batch)
+    rank = 3 if kind == "rcnn" else 4
+    if len(input_shape) != rank:
+        raise bad("kind", f"is {kind!r}, but the graph's input has shape {input_shape}, not rank {rank}")
+    if kind == "rcnn":
+        return kind, task, names, pre, imgsz, fixed_batch
+    size = pre.get("input_size")
+    if not isinstance(size, list) or len(size) != 2:
+        raise bad("preprocess", f"needs 'input_size' [H, W], got {size!r}")
+    size = [whole("preprocess", s) for s in size]
+    for key in {"classifier": ("resize_size", "interpolation", "mean", "std"), "yolo": ("stride", "mean", "std"),
+                      "ssd": ("mean", "std")}[kind]:  # fmt: skip
+        if key not in pre:
+            raise bad("preprocess", f"has no {key!r}")
+    if kind == "classifier":
+        whole("preprocess", pre["resize_size"])
+    else:
+        for key in ("score_threshold", "iou_threshold", "max_det"):
+            try:
+                float(meta[key])
+            except (KeyError, ValueError):
+                raise bad(key, f"must be a number, got {meta.get(key, 'nothing')!r}") from None
+        if size[0] != size[1] or imgsz != size[0]:
+            raise bad("imgsz", f"is {imgsz}, but preprocess 'input_size' is {size}")
+    graph_hw = input_shape[2:]
+    if all(isinstance(d, int) for d in graph_hw) and list(graph_hw) != size:
+        key = "preprocess" if kind == "classifier" else "imgsz"
+        raise bad(key, f"says {size[0]}x{size[1]} inputs, but the graph takes {graph_hw[0]}x{graph_hw[1]}")
+    if kind == "classifier" and imgsz != size[0]:
+        raise bad("imgsz", f"is {imgsz}, but preprocess 'input_size' is {size}")
+    if fixed_batch is not None and isinstance(input_shape[0], int) and input_shape[0] != fixed_batch:
+        raise bad("batch", f"is {fixed_batch}, but the graph takes batches of {input_shape[0]}")
+    logits = output_shapes[0][-1] if kind == "classifier" and output_shapes[0] else None
+    if isinstance(logits, int) and logits != len(names):
+        raise bad("names", f"lists {len(names)} classes, but the graph gives {logits} logits")
+    return kind, task, names, pre, imgsz, fixed_batch
