@@ -235,15 +235,21 @@ def _int8_report(args: dict[str, Any], fp32: Any, int8: Any) -> str:
                 f"(delta {(b['map'] - a['map']) * 100:+.2f} points), mAP50 {b['map50'] * 100:.2f} vs "
                 f"{a['map50'] * 100:.2f} (delta {(b['map50'] - a['map50']) * 100:+.2f})")  # fmt: skip
     images = _images(args, "val" if data else "check", 200, fp32.task)
+    if not data:
+        where = f"{len(images)} check images"
+    elif _data_split(data, fp32.task, "val") is not None:
+        where = f"{data} val ({len(images)} images)"
+    else:  # a folder or glob has no validation split: the images are (some of) the calibration images
+        where = f"{len(images)} images of data={data}, which also calibrated it (no validation split)"
     if fp32.task == "classification":
         t = fp32.eval_transforms()
         x = torch.stack([t(im) for im in images])
         same = (fp32(x).argmax(-1) == int8(x).argmax(-1)).float().mean().item()
-        return f"int8 vs fp32: same top-1 on {same * 100:.1f}% of {len(images)} images"
+        return f"int8 vs fp32 on {where}: same top-1 on {same * 100:.1f}%"
     floats = [im.float() / 255 for im in images]
     n32 = sum(len(d["scores"]) for d in fp32.predict(floats))
     n8 = sum(len(d["scores"]) for d in int8.predict(floats))
-    return f"int8 vs fp32 on {len(images)} images: {n8} vs {n32} detections"
+    return f"int8 vs fp32 on {where}: {n8} vs {n32} detections"
 
 
 def _size_note(imgsz: int | None, onnx_model: Any) -> None:
