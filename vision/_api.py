@@ -175,7 +175,9 @@ def _build(entry: Entry, *, features: bool, card: WeightsCard | None, source: An
         bad = re.search(r"unexpected keyword argument '(\w+)'", str(err))
         if bad is None or bad.group(1) not in kwargs:
             raise
-        where = str(err).split("(", 1)[0]  # "YOLO.__init__" / "resnet18": what refused it
+        # what refused it: "YOLO.__init__() got an unexpected keyword argument 'x'" -> "YOLO.__init__"
+        caller = re.search(r"([\w.]+)\(\) got an unexpected keyword argument", str(err))
+        where = caller.group(1) if caller else entry.name
         raise ValueError(f"{entry.name} takes no argument {bad.group(1)!r} (model_kwargs.{bad.group(1)}=): {where} "
                          "has no such parameter") from err  # fmt: skip
     if source is not None and source is not True:

@@ -11,10 +11,15 @@ declared stages).
 - YOLO detectors: one map per image; the class score explained is the highest class logit over all anchors (Grad-CAM:
   of ``explain_class`` or of the best class; EigenCAM: class-free). The image is resized to the model's square
   ``imgsz`` for the map.
+
+:func:`check_explain` checks both keys before the task writes anything: ``explain=`` must name a method, the model
+must be one the maps cover, the source must hold no video (maps are written for images only), and
+``explain_class=`` needs ``explain=gradcam`` (EigenCAM is class-free) and must name one of the model's classes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["EXPLAIN_KEYS", "class_index", "explain_map", "overlay", "target_layer", "write_explanation"]
+__all__ = [
+    "EXPLAIN_KEYS",
+    "check_explain",
+    "class_index",
+    "explain_map",
+    "overlay",
+    "target_layer",
+    "write_explanation",
+]
 
 #: ``tools/infer.py`` keys of the classification and detection tasks
 EXPLAIN_KEYS: dict[str, Any] = {"explain": "", "explain_class": None}
@@ -69,7 +82,76 @@ def class_index(value: Any, names: list[str] | None, num_classes: int) -> int | 
         return index
     if names and text in names:
         return list(names).index(text)
-    raise ValueError(f"explain_class={text!r} is neither a class index nor one of the model's class names")
+    known = f" ({', '.join(names[:20])}{', ...' if len(names) > 20 else ''})" if names else ""
+    raise ValueError(
+        f"explain_class={text!r} is neither a class index in [0, {num_classes}) nor one of the model's class "
+        f"names{known}"
+    )
+
+
+def _unset(value: Any) -> bool:
+    return value is None or value is False or (isinstance(value, str) and not value.strip())
+
+
+def check_explain(
+    model: nn.Module, args: Mapping[str, Any], *, detector: bool, videos: Sequence[str | Path] = ()
+) -> str:
+    """Check ``explain=`` and ``explain_class=`` for ``model`` before anything is written; return the method
+    (``"gradcam"``, ``"eigencam"``, or ``""`` when ``explain=`` is unset).
+
+    Args:
+        model: the loaded model (its class names bound ``explain_class=``).
+        args: the inference keys.
+        detector: the model runs under the detection task (maps cover YOLO detectors only).
+        videos: the video files of the source: ``explain=`` is refused for them (maps are written for images).
+
+    Raises:
+        ArgumentError: one line naming the key at fault and what it allows.
+        RuntimeError: ``explain=`` without pytorch-grad-cam installed.
+
+    Example:
+        >>> method = check_explain(model, {"explain": "gradcam", "explain_class": "cat"}, detector=False)
+    """
+    import importlib.util
+
+    from vision.utils.keys import ArgumentError
+
+    chosen = args.get("explain_class")
+    if _unset(args.get("explain")):
+        if not _unset(chosen):
+            raise ArgumentError(
+                f"explain_class={chosen} needs explain=gradcam: it picks the class the heat map explains"
+            )
+        return ""
+    method = str(args["explain"]).strip().lower()
+    if method not in METHODS:
+        raise ArgumentError(f"explain={args['explain']} is not allowed: explain must be one of {', '.join(METHODS)}")
+    if videos:
+        raise ArgumentError(
+            f"explain={method} does not apply to videos ({Path(videos[0]).name}): heat maps are written for images "
+            "only; leave explain= out, or pass images"
+        )
+    if detector and not _is_yolo(model):
+        name = getattr(model, "name", "") or type(model).__name__
+        raise ArgumentError(f"explain={method} does not apply to {name}: detector maps cover YOLO models only")
+    try:
+        target_layer(model)
+    except ValueError as err:
+        raise ArgumentError(f"explain={method}: {err}") from None
+    if not _unset(chosen):
+        if method == "eigencam":
+            raise ArgumentError(
+                f"explain_class={chosen} does not apply to explain=eigencam: EigenCAM maps the activations' first "
+                "principal component, which no class changes; use explain=gradcam to explain a class"
+            )
+        names = getattr(model, "categories", None)
+        try:
+            class_index(chosen, names, int(getattr(model, "num_classes", 0) or (len(names) if names else 0)))
+        except ValueError as err:
+            raise ArgumentError(str(err)) from None
+    if importlib.util.find_spec("pytorch_grad_cam") is None:
+        raise RuntimeError("explain= needs pytorch-grad-cam: pip install 'vision-zoo[compress]'")
+    return method
 
 
 def explain_map(model: nn.Module, x: Tensor, *, method: str = "gradcam", target_class: int | None = None) -> np.ndarray:

@@ -11,7 +11,8 @@ whose ``predict`` takes one, e.g. YOLO; default: the size it was trained at; a m
 exported file, accepts only its own), ``classes`` (keep only these classes: names or data-set
 label indices, e.g. ``classes=[0,2]`` or ``classes=RBC,WBC``), ``line_width`` (box outline in pixels),
 ``save_json``, ``explain`` (``gradcam`` or ``eigencam``: a heat map ``<stem>_<method>.png`` beside each annotated
-image) and ``explain_class``.
+image, YOLO models only; refused for videos) and ``explain_class`` (with ``explain=gradcam``). Every key is checked
+before anything is written.
 
 Outputs in ``<project>/detection/<name>``: each image annotated (boxes, class names, scores, masks) under its own
 name; each video as ``<stem>.mp4`` (OpenCV ``VideoCapture`` -> ``VideoWriter``, mp4v, the source's frame rate);
@@ -34,7 +35,7 @@ from torch import Tensor, nn
 from vision._loader import load_model
 from vision.models.detection.common import filter_detections, label_offset, to_dataset_detections
 from vision.results import Results
-from vision.tasks._explain import EXPLAIN_KEYS, write_explanation
+from vision.tasks._explain import EXPLAIN_KEYS, check_explain, write_explanation
 from vision.utils.files import save_json
 
 __all__ = ["DETECTION_KEYS", "infer_detection", "resolve_classes"]
@@ -209,15 +210,16 @@ def infer_detection(args: dict[str, Any]) -> Path:
     )
     runner = _Runner(model, args, device)
     files = expand_source(args["source"], videos=True)
+    videos = [f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
+    args = {**args, "explain": check_explain(model, args, detector=True, videos=videos)}
     out_dir = increment_dir(Path(args["project"]) / "detection", args["name"])
     want_json = bool(args.get("save_json", True))
     batch = max(1, int(args["batch"]))
     images_meta: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     pictures = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
-    for f in files:
-        if f.suffix.lower() in VIDEO_EXTENSIONS:
-            _video(runner, f, out_dir, batch, want_json)
+    for f in videos:
+        _video(runner, f, out_dir, batch, want_json)
     for start in range(0, len(pictures), batch):
         chunk = pictures[start : start + batch]
         imgs = [read_image(f) for f in chunk]

@@ -7,9 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vision._loader import load_model
+from torch import nn
 
-__all__ = ["GENERATION_KEYS", "infer_generation", "rank_world"]
+from vision._loader import load_model
+from vision.utils.keys import ArgumentError
+
+__all__ = ["GENERATION_KEYS", "check_labels", "infer_generation", "rank_world"]
 
 
 def rank_world() -> tuple[int, int]:
@@ -32,12 +35,61 @@ GENERATION_KEYS: dict[str, Any] = {
 }
 
 
+def check_labels(labels: Any, model: nn.Module, n: int) -> Any:
+    """``labels=`` checked against ``model`` before anything is sampled or written: ``None`` (random classes),
+    ``"balanced"`` or a list of ``n`` class indices (one index is repeated ``n`` times; ``-1`` is the null label,
+    i.e. an unconditional sample, for a diffusion model trained with label dropout). Raises
+    :class:`~vision.utils.keys.ArgumentError` naming ``labels=`` and the valid range."""
+    k = int(getattr(model, "num_classes", 0) or 0)
+    if isinstance(labels, str) and labels.strip().lower() in ("random", "none", "null"):
+        return None
+    if labels is None:
+        return "balanced" if k > 0 else None
+    if k <= 0:
+        raise ArgumentError(
+            f"labels={labels} does not apply: this model is unconditional (num_classes=0); leave it out"
+        )
+    if isinstance(labels, str) and labels.strip().lower() == "balanced":
+        return "balanced"
+    items = labels.split(",") if isinstance(labels, str) else labels if isinstance(labels, list | tuple) else [labels]
+    null = bool(getattr(model, "guidable", False))  # a diffusion model that learnt the null label
+    valid = f"[0, {k - 1}]" + (", or -1 for an unconditional sample" if null else "")
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if isinstance(item, bool) or not text.lstrip("-").isdigit():
+            raise ArgumentError(
+                f"labels={text} is not a class index: use balanced, random, an index in {valid}, or a list of them"
+            )
+        index = int(text)
+        if index == -1 and not null:
+            why = (
+                "it was trained with cond_drop_prob=0, so its null label is untrained"
+                if hasattr(model, "guidable")
+                else "it has no null label"
+            )
+            raise ArgumentError(
+                f"labels=-1 (an unconditional sample) does not apply to this model: {why}; use a class in {valid}"
+            )
+        if not -1 <= index < k:
+            raise ArgumentError(
+                f"labels={index} is out of range: this model has {k} classes, so labels must be in {valid}"
+            )
+        out.append(index)
+    if len(out) not in (1, n):
+        raise ArgumentError(f"labels= lists {len(out)} labels for n={n} images: give one label or n of them")
+    return out * n if len(out) == 1 else out
+
+
 def infer_generation(args: dict[str, Any]) -> Path:
     """Sample ``n`` images; write ``grid.png``, ``images/<index>_c<label>.png`` and ``samples.json``.
 
     ``labels``: unset = class-balanced for conditional models (``0..K-1`` repeated), ``random``, a class index, or a
-    list; ``steps``, ``guidance_scale`` (1.0 = off), ``sampler`` (``ddim``/``ddpm``) and ``eta`` apply to diffusion
-    models; ``batch`` is the number of images per network call.
+    list (:func:`check_labels`; ``-1``, the null label of a diffusion model trained with label dropout, makes an
+    unconditional sample: ``images/<index>.png``, recorded with ``"label": null``); ``steps``, ``guidance_scale``
+    (1.0 = off), ``sampler`` (``ddim``/``ddpm``) and ``eta`` apply to diffusion models, and ``samples.json`` records
+    the settings that ran (the model's defaults where a key was left out); ``batch`` is the number of images per
+    network call. Every key is checked before anything is sampled or written.
     """
     from vision.io import write_image
     from vision.utils import increment_dir, pick_device
@@ -48,13 +100,10 @@ def infer_generation(args: dict[str, Any]) -> Path:
     if not hasattr(model, "sample"):
         raise ValueError(f"{type(model).__name__} cannot sample images (no .sample method)")
     conditional = int(getattr(model, "num_classes", 0)) > 0
-    labels = args["labels"]
-    if isinstance(labels, str) and labels.lower() in ("random", "none", "null"):
-        labels = None
-    elif labels is None and conditional:
-        labels = "balanced"
-    options = {k: args[k] for k in ("steps", "guidance_scale", "sampler", "eta") if args[k] is not None}
     n = int(args["n"])
+    labels = check_labels(args["labels"], model, n)
+    options = {k: args[k] for k in ("steps", "guidance_scale", "sampler", "eta") if args[k] is not None}
+    settings = model.sampling_settings(**options) if hasattr(model, "sampling_settings") else options
     t0 = time.perf_counter()
     images, used = model.sample(
         n, labels=labels, seed=int(args["seed"]), batch_size=max(1, int(args["batch"])), return_labels=True, **options
@@ -69,9 +118,11 @@ def infer_generation(args: dict[str, Any]) -> Path:
     records = []
     for i, image in enumerate(images):
         label = int(used[i]) if used is not None else None
+        if label is not None and label >= model.num_classes:  # the null label: an unconditional sample
+            label = None
         suffix = f"_c{label}" if label is not None else ""
         path = write_image(out_dir / "images" / f"{i:05d}{suffix}.png", image)
-        name = names[label] if (label is not None and label < len(names)) else (str(label) if label is not None else "")
+        name = (names[label] if label < len(names) else str(label)) if label is not None else None
         records.append({"file": str(path.relative_to(out_dir)), "label": label, "class": name})
         print(f"{path}: " + (f"class {name} ({label})" if label is not None else "unconditional"))
     summary = {
@@ -79,7 +130,7 @@ def infer_generation(args: dict[str, Any]) -> Path:
         "weights": args["weights"],
         "n": n,
         "seed": int(args["seed"]),
-        **options,
+        **settings,
         "seconds": round(elapsed, 3),
         "images": records,
     }

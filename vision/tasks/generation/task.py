@@ -20,7 +20,7 @@ builder receives ``num_classes``, ``image_channels`` and ``image_size`` from the
 records them so that :func:`vision.load_model` rebuilds the same model.
 
 Evaluation (each validation epoch): ``eval_samples`` images (class-balanced labels, fixed seed ``eval_seed``; DDIM
-with ``eval_steps`` steps, no guidance, for diffusion models) scored by
+with ``eval_steps`` steps, at most the model's ``T``, no guidance, for diffusion models) scored by
 :class:`vision.tasks.generation.metrics.GenerationEvaluator` against the training images: ``fd_digits`` (the main
 metric, lower is better) with its held-out floor, class accuracy, class coverage and nearest-neighbour distances, plus
 FID and KID with ``fid=true``. Sample grids (PNG) go to ``<run>/samples/step<N>.png`` every ``sample_every`` optimiser
@@ -50,9 +50,12 @@ __all__ = ["GenerationTask", "sample_kwargs"]
 
 
 def sample_kwargs(model: nn.Module, *, steps: int | None) -> dict[str, Any]:
-    """Evaluation sampling settings: DDIM with ``steps`` steps, eta 0 and no guidance for diffusion models; nothing
-    for one-step generators (GANs)."""
+    """Evaluation sampling settings: DDIM with ``steps`` steps (at most the model's ``T``: ``eval_steps=50`` on a
+    ``timesteps=20`` model visits all 20), eta 0 and no guidance for diffusion models; nothing for one-step
+    generators (GANs)."""
     if hasattr(model, "schedule"):
+        if steps is not None:
+            steps = min(int(steps), int(model.schedule.timesteps))
         return {"sampler": "ddim", "steps": steps, "eta": 0.0, "guidance_scale": 1.0}
     return {}
 

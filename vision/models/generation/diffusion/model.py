@@ -48,8 +48,10 @@ class DiffusionModel(nn.Module):
         prediction: what the denoiser predicts: ``"eps"``, ``"v"`` or ``"x0"``.
         image_channels, image_size: the images it makes.
         num_classes: classes of the conditional model (``0``: unconditional); label ``num_classes`` is the null label.
-        cond_drop_prob: probability of training on the null label (classifier-free guidance needs > 0).
-        sampler, steps, eta, guidance_scale: sampling defaults.
+        cond_drop_prob: probability in ``[0, 1]`` of training on the null label; classifier-free guidance and
+            unconditional samples need ``> 0`` (a model trained with 0 refuses them).
+        sampler, steps, eta, guidance_scale: sampling defaults (``steps``: DDIM steps in ``[1, T]``, default
+            ``min(50, T)``).
 
     Images in the training batch are float ``[B, C, H, W]`` in ``[-1, 1]``; :meth:`sample` returns
     ``uint8 [n, C, H, W]``.
@@ -71,7 +73,7 @@ class DiffusionModel(nn.Module):
         num_classes: int = 0,
         cond_drop_prob: float = 0.1,
         sampler: str = "ddim",
-        steps: int = 50,
+        steps: int | None = None,
         eta: float = 0.0,
         guidance_scale: float = 1.0,
         card: WeightsCard | None = None,
@@ -82,6 +84,11 @@ class DiffusionModel(nn.Module):
             raise ValueError(f"prediction={prediction!r} is not one of {PREDICTIONS}")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler={sampler!r} is not one of {SAMPLERS}")
+        if not 0.0 <= float(cond_drop_prob) <= 1.0:  # also refuses nan
+            raise ValueError(
+                f"cond_drop_prob={cond_drop_prob} is not a probability: it must be in [0, 1] (the share of training "
+                "labels replaced by the null label; 0.1 is usual)"
+            )
         self.denoiser = denoiser
         self.schedule = schedule
         self.prediction = prediction
@@ -89,8 +96,15 @@ class DiffusionModel(nn.Module):
         self.image_size = int(image_size)
         self.num_classes = int(num_classes)
         self.cond_drop_prob = float(cond_drop_prob) if self.num_classes > 0 else 0.0
-        self.default_sampler, self.default_steps, self.default_eta = sampler, int(steps), float(eta)
+        T = schedule.timesteps
+        if steps is not None and not 1 <= int(steps) <= T:
+            raise ValueError(
+                f"steps={steps} is out of range: the schedule has T={T} timesteps, so steps must be in [1, {T}]"
+            )
+        self.default_steps = min(50, T) if steps is None else int(steps)
+        self.default_sampler, self.default_eta = sampler, float(eta)
         self.default_guidance = float(guidance_scale)
+        self._check_guidance(self.default_guidance, "guidance_scale")
         self.card = card
         self.name = name
         self.categories: list[str] | None = None
@@ -99,6 +113,25 @@ class DiffusionModel(nn.Module):
     def null_label(self) -> int:
         """The label index meaning "no class" (``num_classes``)."""
         return self.num_classes
+
+    @property
+    def guidable(self) -> bool:
+        """Whether the model learnt the null label (class-conditional, trained with ``cond_drop_prob > 0``), which
+        classifier-free guidance and unconditional samples (label ``-1``) need."""
+        return self.num_classes > 0 and self.cond_drop_prob > 0
+
+    def _check_guidance(self, scale: float, key: str) -> None:
+        if scale == 1.0 or self.guidable:
+            return
+        if self.num_classes <= 0:
+            raise ValueError(
+                f"{key} needs a class-conditional model (this one has num_classes=0): {key}={scale:g} is refused; "
+                "use 1.0 (guidance off)"
+            )
+        raise ValueError(
+            f"{key}={scale:g} needs a model trained with label dropout (cond_drop_prob > 0): this one was trained "
+            "with cond_drop_prob=0, so its null-label embedding is untrained; use 1.0 (guidance off)"
+        )
 
     def forward(self, x_t: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
         """The denoiser output (of type ``prediction``) at noisy images ``x_t`` and timesteps ``t``."""
@@ -146,6 +179,42 @@ class DiffusionModel(nn.Module):
 
     predict = generation_predict
 
+    def sampling_settings(
+        self,
+        *,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        sampler: str | None = None,
+        eta: float | None = None,
+    ) -> dict[str, Any]:
+        """What :meth:`sample` runs with for these arguments (``None``: the model's defaults), checked:
+        ``{"sampler", "steps", "eta", "guidance_scale"}``. ``ddpm`` visits every timestep unless ``steps`` is given
+        and is ``eta = 1`` (another ``eta`` is refused); ``steps`` above ``T`` are refused.
+
+        Example:
+            >>> model.sampling_settings(sampler="ddpm")     # {"sampler": "ddpm", "steps": 1000, "eta": 1.0, ...}
+        """
+        sampler = sampler or self.default_sampler
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler={sampler!r} is not one of {', '.join(SAMPLERS)}")
+        T = self.schedule.timesteps
+        if steps is None:
+            steps = T if sampler == "ddpm" else self.default_steps
+        if not 1 <= int(steps) <= T:
+            raise ValueError(
+                f"steps={steps} is out of range: this model has T={T} timesteps, so steps must be in [1, {T}]"
+            )
+        if sampler == "ddpm":
+            if eta is not None and float(eta) != 1.0:
+                raise ValueError(f"eta={eta} applies to sampler=ddim: ddpm samples the posterior (eta=1)")
+            eta = 1.0
+        eta = self.default_eta if eta is None else float(eta)
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta={eta} is out of range: eta must be in [0, 1]")
+        scale = self.default_guidance if guidance_scale is None else float(guidance_scale)
+        self._check_guidance(scale, "guidance_scale")
+        return {"sampler": sampler, "steps": int(steps), "eta": eta, "guidance_scale": scale}
+
     @torch.no_grad()
     def sample(
         self,
@@ -167,12 +236,15 @@ class DiffusionModel(nn.Module):
         Args:
             n: number of images.
             labels: ``None`` (random classes), ``"balanced"`` (``0..K-1`` repeated), a class index, or ``n`` indices
-                (``-1``: the null label). Must be ``None`` for an unconditional model.
+                (``-1``: the null label, i.e. unconditional samples, for a model trained with ``cond_drop_prob > 0``).
+                Must be ``None`` for an unconditional model.
             seed: every random number (labels, starting noise, per-step noise) comes from a CPU
                 ``torch.Generator`` seeded with it and is then moved to the device, so a seed gives the same noise on
                 every device (and the same images up to floating-point differences between devices).
-            steps: denoiser evaluations (``None``: ``T`` for ``ddpm``, the model's default, 50, for ``ddim``).
-            guidance_scale: classifier-free guidance (``1.0``: off; see the module docstring).
+            steps: denoiser evaluations in ``[1, T]``, more is refused (``None``: ``T`` for ``ddpm``, the model's
+                default, ``min(50, T)``, for ``ddim``).
+            guidance_scale: classifier-free guidance (``1.0``: off; see the module docstring); other values need a
+                model trained with ``cond_drop_prob > 0``.
             sampler: ``"ddim"`` or ``"ddpm"``; eta: DDIM's noise scale in ``[0, 1]`` (0: deterministic).
             batch_size: images per denoiser call (the noise does not depend on it).
             device: where to run (default: the model's device).
@@ -183,15 +255,16 @@ class DiffusionModel(nn.Module):
             ``uint8 [n, C, H, W]`` on the CPU, values in ``[0, 255]`` (and the labels with ``return_labels``).
         """
         device = torch.device(device) if device is not None else next(self.parameters()).device
-        sampler = sampler or self.default_sampler
-        if steps is None and sampler == "ddim":
-            steps = self.default_steps
-        eta = self.default_eta if eta is None else float(eta)
-        scale = self.default_guidance if guidance_scale is None else float(guidance_scale)
+        run = self.sampling_settings(steps=steps, guidance_scale=guidance_scale, sampler=sampler, eta=eta)
+        scale = run["guidance_scale"]
         generator = torch.Generator().manual_seed(int(seed))
         cpu_labels = resolve_labels(labels, n, self.num_classes, generator)
-        if cpu_labels is None and scale != 1.0:
-            raise ValueError("guidance_scale needs a class-conditional model (this one has num_classes=0)")
+        if cpu_labels is not None and not self.guidable and bool((cpu_labels == self.null_label).any()):
+            raise ValueError(
+                "labels: the null label (-1, unconditional samples) needs a model trained with label dropout "
+                "(cond_drop_prob > 0); this one was trained with cond_drop_prob=0: use classes "
+                f"0..{self.num_classes - 1}"
+            )
         shape = (n, self.image_channels, self.image_size, self.image_size)
         x_T = torch.randn(shape, generator=generator).to(device)
         lab = cpu_labels.to(device) if cpu_labels is not None else None
@@ -204,9 +277,9 @@ class DiffusionModel(nn.Module):
                     x_T,
                     schedule=self.schedule,
                     prediction=self.prediction,
-                    sampler=sampler,
-                    steps=steps,
-                    eta=eta,
+                    sampler=run["sampler"],
+                    steps=run["steps"],
+                    eta=run["eta"],
                     generator=generator,
                     clip=1.0,
                 )
@@ -234,19 +307,16 @@ def _build(arch: dict[str, Any], name: str, card: WeightsCard | None, kwargs: di
     unet = UNet(in_channels=channels, num_classes=num_classes, **unet_kwargs)
     if size % unet.size_divisibility:
         raise ValueError(f"{name}: image_size={size} must be divisible by {unet.size_divisibility}")
-    try:
-        return DiffusionModel(
-            unet,
-            NoiseSchedule(**sched_kwargs),
-            image_channels=channels,
-            image_size=size,
-            num_classes=num_classes,
-            card=card,
-            name=name,
-            **kwargs,
-        )
-    except TypeError as err:
-        raise TypeError(f"{name}: unknown keyword argument ({err})") from None
+    return DiffusionModel(
+        unet,
+        NoiseSchedule(**sched_kwargs),
+        image_channels=channels,
+        image_size=size,
+        num_classes=num_classes,
+        card=card,
+        name=name,
+        **kwargs,
+    )
 
 
 @MODELS.register("ddpm_unet_s", tags={"generation", "diffusion"}, task="generation")

@@ -148,7 +148,9 @@ class NoiseSchedule:
         T = self.timesteps
         steps = T if steps is None else int(steps)
         if not 1 <= steps <= T:
-            raise ValueError(f"steps must be in [1, {T}], got {steps}")
+            raise ValueError(
+                f"steps={steps} is out of range: this schedule has T={T} timesteps, so steps must be in [1, {T}]"
+            )
         ts = np.round(T - np.arange(steps) * (T / steps)).astype(np.int64) - 1
         return [int(t) for t in ts]
 
@@ -248,7 +250,8 @@ def run_sampler(
         denoise: ``(x_t, t) -> output`` of type ``prediction`` (the guided output for class-conditional models).
         x_T: starting noise, float ``[B, ...]`` on the device to sample on.
         sampler: ``"ddpm"`` (ancestral: a sample of the posterior at each step) or ``"ddim"`` (``eta`` in [0, 1]).
-        steps: number of denoiser calls (default: ``T`` for ``ddpm``, 50 for ``ddim``); any value in ``[1, T]``.
+        steps: number of denoiser calls (default: ``T`` for ``ddpm``, ``min(50, T)`` for ``ddim``); any value in
+            ``[1, T]`` (more is refused: there are only ``T`` timesteps to visit).
         generator: CPU generator the per-step noise is drawn from (then moved to ``x_T``'s device), so that the
             same seed gives the same noise on every device.
         clip: clip the predicted ``x_0`` to ``[-clip, clip]`` (``None``: no clipping); the noise estimate is then
@@ -265,7 +268,7 @@ def run_sampler(
         steps = schedule.timesteps if steps is None else steps
     elif not 0.0 <= float(eta) <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
-    timesteps = schedule.sample_timesteps(50 if steps is None else min(int(steps), schedule.timesteps))
+    timesteps = schedule.sample_timesteps(min(50, schedule.timesteps) if steps is None else int(steps))
 
     def draw(shape: Sequence[int]) -> Tensor:
         if noise_fn is not None:

@@ -261,10 +261,7 @@ def _gan(
     name: str, g: nn.Module, d: nn.Module, card: WeightsCard | None, shape: tuple[int, int, int], **kw: Any
 ) -> GAN:
     num_classes, channels, size = shape
-    try:
-        return GAN(g, d, image_channels=channels, image_size=size, num_classes=num_classes, card=card, name=name, **kw)
-    except TypeError as err:
-        raise TypeError(f"{name}: unknown keyword argument ({err})") from None
+    return GAN(g, d, image_channels=channels, image_size=size, num_classes=num_classes, card=card, name=name, **kw)
 
 
 @MODELS.register("sngan_32", tags={"generation", "gan"}, task="generation")
