@@ -21,6 +21,8 @@ Keys (``key=value``; an unknown key fails with a suggestion):
     degrees    rotation range (gpu and cpu)                           (10)
     scale      zoom range "lo,hi"                                     (0.5,1.5)
     device     device of the gpu pipeline                             (cuda if available, else cpu)
+
+A bad key or value (or missing data) prints one ``error:`` line and exits with status 2, as the other tools do.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from vision.cli.common import USER_ERRORS, command_line, user_message
+from vision.utils.keys import ArgumentError
 
 DEFAULTS: dict[str, Any] = {
     "data": "synthetic",
@@ -50,41 +55,81 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+class UsageError(SystemExit):
+    """Exit status 2 after the ``error:`` line (as :func:`vision.cli.common.fail`); ``str()`` is the message, for
+    callers of :func:`main`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _value(key: str, text: str) -> Any:
+    """``text`` typed like ``DEFAULTS[key]``; a value of the wrong type raises :class:`ArgumentError` naming the key."""
+    default = DEFAULTS[key]
+    try:
+        if isinstance(default, bool):
+            return text.lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, tuple):
+            return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        kind = {int: "an integer", float: "a number", tuple: '"lo,hi" numbers'}[type(default)]
+        raise ArgumentError(f"{key}={text} is not allowed: {key} must be {kind}") from None
+    return text
+
+
 def parse_args(argv: list[str]) -> dict[str, Any]:
-    """``["key=value", ...]`` -> options, typed like :data:`DEFAULTS`; unknown keys raise ``SystemExit``."""
+    """``["key=value", ...]`` -> options, typed like :data:`DEFAULTS`.
+
+    Raises:
+        ArgumentError: an unknown key (with a suggestion), a value of the wrong type, or a ``data``/``pipeline`` the
+            tool does not know; the message names the key.
+    """
     opts = dict(DEFAULTS)
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep:
-            raise SystemExit(f"expected key=value, got {arg!r}")
+            raise ArgumentError(f"expected key=value, got {arg!r}")
         if key not in DEFAULTS:
             close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise SystemExit(f"unknown key {key!r}.{hint} Valid keys: {', '.join(DEFAULTS)}")
-        default = DEFAULTS[key]
-        if isinstance(default, bool):
-            opts[key] = value.lower() in ("1", "true", "yes", "on")
-        elif isinstance(default, int):
-            opts[key] = int(value)
-        elif isinstance(default, float):
-            opts[key] = float(value)
-        elif isinstance(default, tuple):
-            opts[key] = tuple(float(v) for v in value.split(","))
-        else:
-            opts[key] = value
+            raise ArgumentError(f"unknown key {key!r}.{hint} Valid keys: {', '.join(DEFAULTS)}")
+        opts[key] = _value(key, value)
     if opts["data"] not in ("synthetic", "bccd"):
-        raise SystemExit(f"data must be synthetic or bccd, got {opts['data']!r}")
+        raise ArgumentError(f"data={opts['data']} is not allowed: data must be synthetic or bccd")
     if opts["pipeline"] not in ("gpu", "cpu", "none"):
-        raise SystemExit(f"pipeline must be gpu, cpu or none, got {opts['pipeline']!r}")
+        raise ArgumentError(f"pipeline={opts['pipeline']} is not allowed: pipeline must be gpu, cpu or none")
     return opts
 
 
-def main(argv: list[str] | None = None) -> Path:
-    """Build the grid and write it; returns the PNG path."""
+def main(argv: list[str] | None = None) -> Path | None:
+    """Build the grid and write it; returns the PNG path (``None`` after printing the help).
+
+    Raises:
+        UsageError: a bad key or value, or data that cannot be read, after printing one ``error:`` line (exit 2).
+    """
+    args = command_line(argv, __doc__)
+    if args is None:
+        return None
+    try:
+        return _grid(parse_args(args))
+    except (*USER_ERRORS, OSError) as err:
+        message = user_message(err)
+        print(f"error: {message}", file=sys.stderr)
+        raise UsageError(message) from None
+
+
+def _grid(o: dict[str, Any]) -> Path:
     from vision.data import GpuAugment, SyntheticShapes, bccd, build_transform, detection_collate
     from vision.viz import denormalize, draw_boxes, make_grid, save_image
 
-    o = parse_args(sys.argv[1:] if argv is None else argv)
     n, size = o["n"], o["size"]
     transform = None
     if o["pipeline"] == "cpu":

@@ -12,6 +12,9 @@ What ``weights`` may be, and what the model gets:
   random head); a file with the default head size but no names takes the default card's names and says so;
 - a weight tag (``tv2_in1k``) or ``None`` with ``model=``: as :func:`vision.create_model`.
 
+A ``weights`` that looks like a path (a path separator or a weights-file suffix: ``.safetensors``, ``.pt``, ``.pth``,
+``.bin``, ``.ckpt``, ``.onnx``) but names nothing is refused as ``weights=PATH: no such file or folder``.
+
 A file written by ``vision prune`` (metadata ``pruned``) holds fewer channels than the architecture: the model is
 built as usual, then every Conv2d (groups included), BatchNorm and Linear is reshaped to the stored shapes before the
 weights load. Feature adapters trained for distillation (``distill_adapters.*``) are dropped.
@@ -33,10 +36,24 @@ from vision._api import _head_prefixes, _is_url, create_model
 from vision.hub.cards import Preprocess, WeightsCard
 from vision.hub.metadata import read_safetensors_metadata
 from vision.registry import resolve_entry
+from vision.utils.pruning import reshape_to_state
 
 __all__ = ["find_trained_file", "load_model", "reshape_to_state"]
 
 _WEIGHT_NAMES = ("best.safetensors", "last.safetensors")
+#: suffixes that make a ``weights=`` value a file name rather than a weight tag
+_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".onnx")
+
+
+def _looks_like_path(weights: str | os.PathLike[str]) -> bool:
+    """Whether ``weights`` names a file or folder (a path object, a path separator or a weights-file suffix), not a
+    weight tag (``tv2_in1k``, ``lukemelas_in1k``) or a URL."""
+    if isinstance(weights, os.PathLike):
+        return True
+    text = str(weights)
+    if _is_url(text):
+        return False
+    return "/" in text or "\\" in text or os.sep in text or text.lower().endswith(_WEIGHT_SUFFIXES)
 
 
 def find_trained_file(weights: str | os.PathLike[str] | None) -> tuple[Path, dict[str, Any], Path | None] | None:
@@ -46,11 +63,14 @@ def find_trained_file(weights: str | os.PathLike[str] | None) -> tuple[Path, dic
     ``weights/``, or a ``.safetensors`` file anywhere whose metadata names its model. ``None`` otherwise.
 
     Raises:
-        FileNotFoundError: a run folder without weights.
+        FileNotFoundError: a run folder without weights; ``weights`` looks like a path (a separator or a weights-file
+            suffix, see :func:`_looks_like_path`) and nothing exists there.
     """
     if not weights or (isinstance(weights, str) and _is_url(weights)):
         return None
     p = Path(weights)
+    if _looks_like_path(weights) and not p.exists():
+        raise FileNotFoundError(f"weights={weights}: no such file or folder")
     if p.is_dir():
         if not ((p / "args.yaml").is_file() and (p / "weights").is_dir()):
             return None
@@ -92,43 +112,6 @@ def _card_from_metadata(net: nn.Module, meta: dict[str, Any], classes: list[str]
         ),
         source=source,
     )
-
-
-def reshape_to_state(net: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
-    """Give ``net`` the parameter and buffer shapes of ``state`` (a structurally pruned copy of ``net``'s state dict).
-
-    Every module whose own tensors differ in shape gets uninitialised tensors of the stored shapes, and Conv*d
-    (``in_channels``, ``out_channels``, ``groups``: a depthwise convolution stays depthwise), BatchNorm
-    (``num_features``) and Linear (``in_features``, ``out_features``) their attributes updated. Returns ``net``.
-    """
-    for name, module in net.named_modules():
-        prefix = f"{name}." if name else ""
-        changed = False
-        for table in (module._parameters, module._buffers):
-            for key, value in list(table.items()):
-                stored = state.get(prefix + key)
-                if value is None or stored is None or stored.shape == value.shape:
-                    continue
-                fresh = torch.empty(stored.shape, dtype=value.dtype, device=value.device)
-                table[key] = (
-                    nn.Parameter(fresh, requires_grad=value.requires_grad) if key in module._parameters else fresh
-                )
-                changed = True
-        if not changed:
-            continue
-        if isinstance(module, nn.modules.conv._ConvNd):
-            out_c, per_group = int(module.weight.shape[0]), int(module.weight.shape[1])
-            if module.groups > 1 and module.groups == module.in_channels:  # depthwise: one group per input channel
-                multiplier = module.out_channels // module.groups
-                module.groups = out_c // multiplier
-            module.in_channels, module.out_channels = per_group * module.groups, out_c
-        elif isinstance(module, nn.modules.batchnorm._NormBase):
-            module.num_features = int(
-                module.weight.shape[0] if module.weight is not None else module.running_mean.shape[0]
-            )
-        elif isinstance(module, nn.Linear):
-            module.out_features, module.in_features = (int(d) for d in module.weight.shape)
-    return net
 
 
 def _architecture(name: str) -> str:

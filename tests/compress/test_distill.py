@@ -141,3 +141,21 @@ def test_bad_teacher_names_itself():
         load_teacher("no_such_net")
     with pytest.raises(ValueError, match=r"distill\.alpha"):
         distill_options({"distill": {"alpha": 2}})
+
+
+def test_teacher_path_that_names_nothing_is_said_of_teacher(tmp_path):
+    from vision.tasks._distill import load_teacher
+
+    with pytest.raises(ValueError, match=r"^teacher=.*missing: no such file or folder"):
+        load_teacher(str(tmp_path / "runs" / "missing"))
+
+
+def test_detection_teacher_for_a_classifier_is_refused_naming_both_tasks(tmp_path):
+    from vision.engine.checkpoint import save_weights
+    from vision.tasks._distill import load_teacher
+
+    meta = {"model": "yolo_n", "task": "detection", "classes": ["a", "b", "c"]}
+    path = save_weights(tmp_path / "yolo.safetensors", vision.create_model("yolo_n", num_classes=3).state_dict(), meta)
+    with pytest.raises(ValueError, match=r"is a detection model .*needs a classification teacher"):
+        load_teacher(str(path), task="classification")
+    assert load_teacher(str(path), task="detection").task == "detection"

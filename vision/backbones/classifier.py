@@ -26,7 +26,7 @@ def eval_transforms(preprocess: Preprocess) -> Callable[[Tensor], Tensor]:
     """A function mapping an image ``uint8 [3, H, W]`` (or float in [0, 1]) to the normalised model input.
 
     Resize the shorter side to ``resize_size`` (antialiased), centre-crop to ``input_size``, scale to [0, 1],
-    normalise with ``mean``/``std``. Returns ``float32 [3, h, w]``.
+    normalise with ``mean``/``std``. Returns ``float32 [3, h, w]``; an image with an empty side raises ``ValueError``.
     """
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as TF
@@ -43,6 +43,8 @@ def eval_transforms(preprocess: Preprocess) -> Callable[[Tensor], Tensor]:
         if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] not in (1, 3):
             shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
             raise ValueError(f"eval transform expects an image tensor [3, H, W], got {shape}")
+        if image.shape[-2] == 0 or image.shape[-1] == 0:
+            raise ValueError(f"image is empty: shape {tuple(image.shape)}")
         if image.shape[0] == 1:
             image = image.expand(3, -1, -1)
         x = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
@@ -96,7 +98,8 @@ class _ClassifierMixin:
 
         Raises:
             ValueError: a batch whose values cannot be a normalised image (e.g. unnormalised 0..255 floats); the
-                message says how to convert (``model.eval_transforms()``).
+                message says how to convert (``model.eval_transforms()``); an empty batch or image (``image i is
+                empty``).
         """
         from vision.results import Results, load_sources
 
@@ -104,6 +107,10 @@ class _ClassifierMixin:
         self.eval()  # type: ignore[attr-defined]
         try:
             if isinstance(images, Tensor) and images.dim() == 4:
+                if images.shape[0] == 0:
+                    raise ValueError("got a batch of 0 images")
+                if images.shape[-2] == 0 or images.shape[-1] == 0:
+                    raise ValueError(f"images have an empty side: shape {tuple(images.shape)}")
                 pre = self.card.preprocess if self.card is not None else Preprocess()
                 check_normalised_range(images, mean=pre.mean, std=pre.std)  # 0..255 floats are refused
                 probs = split_batch(self, images).float().softmax(-1)  # type: ignore[arg-type]
@@ -115,6 +122,9 @@ class _ClassifierMixin:
                     for vs, idx in zip(values, indices)
                 ]
             loaded = load_sources(images)
+            for i, (img, path) in enumerate(loaded):  # as the detectors say it, before any resize divides by zero
+                if img.shape[-2] == 0 or img.shape[-1] == 0:
+                    raise ValueError(f"image {i}{f' ({path})' if path else ''} is empty: shape {tuple(img.shape)}")
             transform = self.eval_transforms()
             device = next((p.device for p in self.parameters()), torch.device("cpu"))  # type: ignore[attr-defined]
             out = []

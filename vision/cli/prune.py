@@ -8,12 +8,15 @@ Usage::
 
 Keys: ``weights`` (a run, a file written by training, a tag or a weights file with ``model=``), ``model``, ``ratio``
 (fraction of the channels removed from every prunable layer, in (0, 1)), ``method`` (``l1``: L1 norm of the filters;
-``taylor``: first-order Taylor importance, needs ``data=``), ``imgsz`` (the example input; default: the model's),
-``latency_runs`` (timed batch-1 CPU forwards per variant), ``calibration_batches`` (batches whose gradients feed
-``taylor``), ``project``, ``name``. Every other key (``recipe``, ``data``, ``epochs``, ``lr``, ``batch``, ``device``
-...) is a ``tools/train.py`` key: with ``data=`` (or a recipe naming it) the variants are evaluated on its validation
-split, and with ``epochs=N`` given (needs ``data=``) the pruned model is fine-tuned by the normal trainer. An unknown
-key is refused with a "did you mean".
+``taylor``: first-order Taylor importance, needs ``data=``), ``imgsz`` (the example input and the data's size;
+default: the trained run's, else the model's), ``latency_runs`` (timed batch-1 CPU forwards per variant),
+``calibration_batches`` (batches whose gradients feed ``taylor``), ``project``, ``name``. Every other key (``recipe``,
+``data``, ``epochs``, ``lr``, ``batch``, ``device`` ...) is a ``tools/train.py`` key: with ``data=`` (or a recipe
+naming it) the variants are evaluated on its validation split, and with ``epochs=N`` given (needs ``data=``) the
+pruned model is fine-tuned by the normal trainer. Both use the trained run's own arguments (its ``args.yaml``, or a
+trained file's input size and normalisation: ``imgsz``, ``mean``/``std``, ``synthetic.*``, ``val_fraction``, ``batch``
+...) except the keys given here (and those of a ``recipe=`` given here), as ``vision val`` does. A model whose classes
+are not the data's is refused before anything is pruned. An unknown key is refused with a "did you mean".
 
 The channel bookkeeping is torch-pruning's dependency graph (https://github.com/VainF/Torch-Pruning): every layer
 coupled to a pruned channel (BatchNorm, the next convolution, residual additions, concatenations, depthwise
@@ -22,9 +25,11 @@ in C2f blocks the channel slicing is not traced by the graph, so their inner wid
 chain) are kept and their outputs pruned.
 
 Outputs in ``<project>/<task>/<name>``: ``weights/best.safetensors`` (metadata ``pruned``: :func:`vision.load_model`
-rebuilds the pruned shapes, so ``tools/infer.py`` takes the folder), ``args.yaml``, ``report.json``; a fine-tuned
-model is its own training run (``<name>_ft``). The report lists params, GFLOPs (2 x multiply-accumulates at the example
-input), CPU latency at batch 1 (median) and the validation metric of each variant next to the base model.
+rebuilds the pruned shapes, so ``tools/infer.py`` takes the folder), ``args.yaml`` (the training arguments the
+variants were evaluated with, so ``vision val`` takes the folder; this command's keys under ``prune``), ``report.json``;
+a fine-tuned model is its own training run (``<name>_ft``; ``resume=`` continues it with the pruned shapes). The
+report lists params, GFLOPs (2 x multiply-accumulates at the example input), CPU latency at batch 1 (median) and the
+validation metric of each variant next to the base model.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import torch
 from torch import nn
 
 from vision.cli.common import USER_ERRORS, command_line, fail, user_message
-from vision.utils.keys import ArgumentError, check_keys, integer, merge, override_key, parse_overrides
+from vision.utils.keys import ArgumentError, check_keys, flatten, integer, merge, override_key, parse_overrides
 
 __all__ = ["PRUNE_KEYS", "PRUNE_SCHEMA", "compression_stats", "main", "prune_model"]
 
@@ -189,14 +194,56 @@ def _example(model: nn.Module, imgsz: int) -> torch.Tensor:
     return torch.rand(1, 3, size, size)
 
 
-def _stored_kwargs(weights: str) -> dict[str, Any]:
-    from vision._loader import find_trained_file
-
-    found = find_trained_file(weights) if weights else None
-    if found is None:
-        return {}
-    meta = found[1]
+def _stored_kwargs(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: meta[k] for k in ("model_kwargs", "label_offset", "imgsz", "teacher") if k in meta}
+
+
+#: keys of the trained run that belong to that run rather than to its data, input size and optimisation (its
+#: distillation teacher and recipe expectations too): the command line's values (else the defaults) apply
+_RUN_OWN_KEYS = ("weights", "resume", "name", "project", "exist_ok", "epochs", "device", "workers", "teacher",
+                 "expected")  # fmt: skip
+
+
+def _dotted(tree: dict[str, Any], key: str, value: Any = ...) -> Any:
+    """The value at the dotted ``key`` of ``tree`` (``...`` where there is none); with ``value``, set it there."""
+    *parents, last = key.split(".")
+    for part in parents:
+        if not isinstance(tree.get(part), dict):
+            if value is ...:
+                return ...
+            tree[part] = {}
+        tree = tree[part]
+    if value is not ...:
+        tree[last] = value
+    return tree.get(last, ...)
+
+
+def _train_args(task_name: str, model_name: str, train_argv: list[str], source: dict[str, Any] | None) -> dict:
+    """The training arguments the variants are evaluated and fine-tuned with.
+
+    From a trained run (``source``: its ``args.yaml``, or a trained file's metadata) its data, input size,
+    normalisation, ``synthetic.*``, split and optimisation keys, with each key given on the command line (and each
+    key of a ``recipe=`` given there) applied; the weights' architecture (``model``, ``model_kwargs``) stays. Without
+    a trained run, ``tools/train.py``'s resolution of the command line.
+    """
+    import yaml
+
+    from vision.engine.config import find_recipe, resolve_args
+
+    given = resolve_args([f"task={task_name}", f"model={model_name}", *train_argv])  # every key checked
+    if source is None:
+        return given
+    explicit = [override_key(a) for a in train_argv]
+    if "recipe" in explicit:
+        explicit += flatten(yaml.safe_load(find_recipe(str(given["recipe"])).read_text(encoding="utf-8")) or {})
+    args = {k: copy.deepcopy(v) for k, v in source.items() if k not in ("prune", "pruned")}
+    for key in (*_RUN_OWN_KEYS, *explicit):
+        if key.split(".")[0] in ("model", "task", "model_kwargs") or (value := _dotted(given, key)) is ...:
+            continue
+        if key.startswith("augment.") and "augment.name" in explicit:  # another augmentation, from its own defaults
+            key, value = "augment", given["augment"]
+        _dotted(args, key, copy.deepcopy(value))
+    return {**args, "task": task_name, "model": model_name}
 
 
 def _metadata(model: nn.Module, name: str, task: str, stored: dict[str, Any], pruned: dict[str, Any]) -> dict:
@@ -221,28 +268,39 @@ def _metadata(model: nn.Module, name: str, task: str, stored: dict[str, Any], pr
 
 
 class _Evaluator:
-    """The validation metric of a variant on the run's data (``None`` without ``data=``)."""
+    """The validation metric of a variant on the data of ``args`` (``None`` without ``data=``: ``args`` is ``None``)."""
 
-    def __init__(self, train_argv: list[str], task_name: str, model_name: str) -> None:
-        self.args: dict[str, Any] | None = None
+    def __init__(self, args: dict[str, Any] | None) -> None:
+        self.args = args
         self.task: Any = None
         self.loader: Any = None
-        if not any(override_key(a) in ("data", "recipe") for a in train_argv):
+        if args is None:
             return
         from torch.utils.data import DataLoader
 
-        from vision.engine.config import resolve_args
         from vision.engine.task import get_task
 
-        argv = [f"task={task_name}", f"model={model_name}", *train_argv]
-        self.args = resolve_args(argv)
-        self.task = get_task(task_name)(self.args)
+        self.task = get_task(str(args["task"]))(self.args)
         train, val = self.task.build_datasets()
         self.train = train
         if val is None:
             raise ArgumentError(f"data={self.args['data']} has no validation split to evaluate the variants on")
         collate = self.task.collate_fn()
         self.loader = DataLoader(val, batch_size=int(self.args["batch"]), shuffle=False, collate_fn=collate)
+
+    def check_classes(self, model: nn.Module) -> None:
+        """Refuse a model whose classes are not the data's (as ``vision val`` does), before anything is pruned."""
+        from vision.models.detection.common import label_offset
+        from vision.tasks._data import check_class_names
+
+        if self.task is None:
+            return
+        classes, data = list(getattr(self.task, "classes", []) or []), f"data={self.args['data'] or 'the default data'}"
+        check_class_names(getattr(model, "categories", None), classes, model_label="the model", data_label=data)
+        outputs = int(getattr(model, "num_classes", 0) or 0)
+        if classes and not getattr(model, "categories", None) and outputs != len(classes) + label_offset(model):
+            raise ArgumentError(f"the model has {outputs} class outputs and no class names, {data} has "
+                                f"{len(classes)} classes: label i must mean the same class to both")  # fmt: skip
 
     def __call__(self, model: nn.Module) -> float | None:
         if self.task is None:
@@ -274,29 +332,25 @@ class _Evaluator:
         return loss_fn
 
 
-def _fine_tune(
-    pruned: nn.Module, train_argv: list[str], task_name: str, model_name: str, meta: dict, name: str
-) -> Path:
-    """Train the pruned model with the normal trainer; its weights carry the ``pruned`` metadata."""
-    from vision.engine.config import resolve_args
+def _fine_tune(pruned: nn.Module, args: dict[str, Any], meta: dict, name: str) -> Path:
+    """Train the pruned model with the normal trainer (``args``: :func:`_train_args`). Its arguments' ``pruned`` puts
+    the ``pruned`` metadata into the weights it saves and makes a resume rebuild the pruned shapes."""
     from vision.engine.trainer import Trainer
+    from vision.tasks._data import check_class_names
 
-    args = resolve_args([f"task={task_name}", f"model={model_name}", *train_argv, f"name={name}"])
-    trainer = Trainer(args)
+    trainer = Trainer({**args, "name": name, "model_kwargs": dict(meta["model_kwargs"]), "pruned": meta["pruned"]})
     task = trainer.task
-    base_metadata = task.metadata
 
     def build_model() -> nn.Module:
-        pruned.categories = list(task.classes)
+        names = getattr(pruned, "categories", None)  # never renamed: another class list is refused
+        check_class_names(names, task.classes, model_label="the model",
+                          data_label=f"data={args['data'] or 'the default data'}")  # fmt: skip
+        pruned.categories = list(names or task.classes)
         if hasattr(task, "model"):
             task.model = pruned
         return pruned
 
-    def metadata() -> dict[str, Any]:
-        return {**base_metadata(), "model_kwargs": meta["model_kwargs"], "pruned": meta["pruned"]}
-
     task.build_model = build_model  # the pruned architecture, not a fresh one
-    task.metadata = metadata
     return trainer.fit()
 
 
@@ -373,17 +427,17 @@ def _run(argv: list[str]) -> int:
         raise ArgumentError(f"{type(base).__name__}: vision prune takes classifiers and YOLO detectors")
     if task_name not in ("classification", "detection"):
         raise ArgumentError(f"vision prune takes classifiers and YOLO detectors, not task {task_name!r}")
-    stored = _stored_kwargs(str(args["weights"]))
-    from vision._loader import find_trained_file
+    from vision.cli.val import trained_run_args
 
-    found = find_trained_file(str(args["weights"])) if args["weights"] else None
-    model_name = str(args["model"] or (found[1].get("model") if found else "") or getattr(base, "name", ""))
-    example = _example(base, int(args["imgsz"] or 0))
-    if train_argv:  # the training keys' values, also where no data= uses them
-        from vision.engine.config import resolve_args
-
-        resolve_args([f"task={task_name}", f"model={model_name}", *train_argv])
-    evaluator = _Evaluator(train_argv, task_name, model_name)
+    given = [override_key(a) for a in train_argv]
+    trained = trained_run_args(str(args["weights"]), str(args["model"]), given=given) if args["weights"] else None
+    stored = _stored_kwargs(trained[1] if trained else {})
+    model_name = str(args["model"] or (trained[1].get("model") if trained else "") or getattr(base, "name", ""))
+    # the run's own data settings (input size, normalisation, synthetic.* ...) unless the command line sets them
+    train_args = _train_args(task_name, model_name, train_argv, trained[0] if trained else None)
+    example = _example(base, int(args["imgsz"] or (train_args["imgsz"] if trained else 0)))
+    evaluator = _Evaluator(train_args if any(k in ("data", "recipe") for k in given) else None)
+    evaluator.check_classes(base)  # a model of other classes: refused before anything is pruned or written
     if args["method"] == "taylor" and evaluator.task is None:
         raise ArgumentError("method=taylor needs data= (or a recipe naming it): its gradients rank the channels")
     loss_fn = evaluator.calibration_loss(int(args["calibration_batches"])) if args["method"] == "taylor" else None
@@ -395,16 +449,18 @@ def _run(argv: list[str]) -> int:
 
     (out / "weights").mkdir(parents=True, exist_ok=True)
     save_weights(out / "weights" / "best.safetensors", pruned.state_dict(), meta)
-    save_yaml(out / "args.yaml", {**args, "model": model_name, "task": task_name, "train": train_argv})
+    train_args["model_kwargs"] = dict(meta["model_kwargs"])
+    prune = {**args, "model": model_name, "train": train_argv}  # this command; the training arguments for vision val
+    save_yaml(out / "args.yaml", {**train_args, "weights": "", "project": str(args["project"]), "name": out.name,
+                                  "pruned": info, "prune": prune})  # fmt: skip
     runs = int(args["latency_runs"])
     rows = [("base", compression_stats(base, example, runs=runs), evaluator(base))]
     reloaded = vision.load_model(out)  # what users get: checks the stored shapes rebuild
     rows.append(
         (f"pruned {ratio:g} ({args['method']})", compression_stats(reloaded, example, runs=runs), evaluator(reloaded))
     )
-    if evaluator.task is not None and any(override_key(a) == "epochs" for a in train_argv):
-        tune_argv = [*train_argv, f"project={args['project']}"]
-        run = _fine_tune(pruned, tune_argv, task_name, model_name, meta, f"{out.name}_ft")
+    if evaluator.task is not None and "epochs" in given:
+        run = _fine_tune(pruned, {**train_args, "project": args["project"]}, meta, f"{out.name}_ft")
         tuned = vision.load_model(run)
         rows.append(("pruned + fine-tuned", compression_stats(tuned, example, runs=runs), evaluator(tuned)))
     metric = evaluator.task.main_metric if evaluator.task is not None else "metric"

@@ -7,18 +7,20 @@ Usage::
     python tools/val.py model=resnet18 weights=tv_in1k data=path/to/imagefolder imgsz=224
     python tools/val.py weights=yolo_n.onnx data=bccd                     # an exported file (vision.deploy)
 
-Keys: ``weights`` (a run folder, a file written by training, a plain file or tag with ``model=``, or an exported
-``.onnx``), ``model``, ``data`` (default: the run's), ``split`` (``val``), ``imgsz`` (an ``.onnx`` file takes only the
-size it was exported for), ``batch`` (default: the run's), ``device``, ``workers``, ``project``, ``name``, ``plots``;
-any key of the task's training arguments (e.g. ``val_fraction=0.2``, ``synthetic.val=100``) overrides the run's.
+Keys: ``weights`` (a run folder, one written by ``vision prune`` too, a file written by training, a plain file or
+tag with ``model=``, or an exported ``.onnx``), ``model``, ``data`` (default: the run's), ``split`` (``val``),
+``imgsz`` (an ``.onnx`` file takes only the size it was exported for), ``batch`` (default: the run's), ``device``,
+``workers``, ``project``, ``name``, ``plots``; any key of the task's training arguments (e.g. ``val_fraction=0.2``,
+``synthetic.val=100``) overrides the run's.
 
-The task of the model builds the split exactly as training's validation does (the run's ``args.yaml`` supplies
-every key not given here) and evaluates it with the same :meth:`Task.evaluate`; the same files as a validated
-training epoch (``coco_eval.txt``, ``predictions_bbox.json``, ``pr_curve.png``, ``val_predictions.png`` for
-detection; ``confusion_matrix.png`` for classification ...) plus ``metrics.csv`` (one row, as training writes it)
-and ``metrics.json`` (full precision) go to ``<project>/<task>/<name>`` (auto-incremented). One summary line is
-printed; the last line names the folder. Evaluating the weights of a run's last epoch reproduces that epoch's row
-of the run's ``metrics.csv``.
+The task of the model builds the split exactly as training's validation does (the run's ``args.yaml`` supplies every
+key not given here; a key added to training since the run takes its default, and an ``args.yaml`` without ``data``,
+``imgsz`` or ``batch`` is refused unless they are given) and evaluates it with the same :meth:`Task.evaluate`; the
+same files as a validated training epoch (``coco_eval.txt``, ``predictions_bbox.json``, ``pr_curve.png``,
+``val_predictions.png`` for detection; ``confusion_matrix.png`` for classification ...) plus ``metrics.csv`` (one
+row, as training writes it) and ``metrics.json`` (full precision) go to ``<project>/<task>/<name>``
+(auto-incremented). One summary line is printed; the last line names the folder. Evaluating the weights of a run's
+last epoch reproduces that epoch's row of the run's ``metrics.csv``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from torch import Tensor, nn
 from vision.cli.common import USER_ERRORS, check_onnx_model_key, command_line, fail, user_message
 from vision.utils.keys import ArgumentError, check_keys, flag, integer, override_key, parse_overrides
 
-__all__ = ["VAL_KEYS", "VAL_SCHEMA", "OnnxAsModule", "evaluate", "main"]
+__all__ = ["VAL_KEYS", "VAL_SCHEMA", "OnnxAsModule", "evaluate", "main", "trained_run_args"]
 
 VAL_KEYS: dict[str, Any] = {
     "weights": "",
@@ -96,9 +98,76 @@ def _load_onnx(path: str) -> Any:
     return load_onnx(path)
 
 
+#: what a run's ``args.yaml`` must hold (or the command line give) to rebuild its validation split
+_SPLIT_KEYS = ("data", "imgsz", "batch")
+
+
+def _saved_args(weights: str, run_dir: Path, meta: dict[str, Any], model: str, given: Sequence[str]) -> dict[str, Any]:
+    """A run folder's ``args.yaml`` with the keys it lacks (added to training since it ran) at their defaults.
+
+    Raises:
+        ArgumentError: it names no task or model, or lacks one of :data:`_SPLIT_KEYS` not in ``given`` (not a
+            training run's arguments, e.g. a folder of an older ``vision prune``).
+    """
+    from vision._loader import run_args
+    from vision.engine.config import OPEN_SECTIONS, resolve_args
+
+    run = run_args(run_dir)
+    task, name = run.get("task") or meta.get("task"), model or run.get("model") or meta.get("model")
+    lacking = [k for k in ("task", "model") if not (task if k == "task" else name)]
+    lacking += [k for k in _SPLIT_KEYS if run.get(k) is None and k not in given]
+    if lacking:
+        older = " (written by an older vision prune: prune again)" if "ratio" in run and "train" in run else ""
+        raise ArgumentError(
+            f"weights={weights}: {run_dir / 'args.yaml'} holds no training arguments {', '.join(lacking)}{older}; "
+            f"give {' '.join(f'{k}=...' for k in lacking)}"
+        )
+    defaults = resolve_args([f"task={task}", f"model={name}"])
+    for key, value in defaults.items():
+        if key not in run:
+            run[key] = value
+        elif isinstance(value, dict) and isinstance(run[key], dict) and key not in OPEN_SECTIONS:
+            run[key] = {**value, **run[key]}
+    run.update(task=task, model=name)
+    return run
+
+
+def trained_run_args(
+    weights: str, model: str = "", *, given: Sequence[str] = ()
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(training arguments, metadata)`` of trained weights: ``None`` unless ``weights`` is a run folder (one written
+    by ``vision prune`` too), a file inside one, or a ``.safetensors`` file written by training.
+
+    A run's ``args.yaml`` supplies every key (one added to training since the run takes its default); a file outside a
+    run gets its task's defaults with its metadata's ``imgsz``, normalisation and ``model_kwargs``. ``model`` overrides
+    the stored architecture; ``given`` names the keys the command line sets (they need not be in ``args.yaml``).
+
+    Raises:
+        ArgumentError: the run's ``args.yaml`` holds no training arguments (see :func:`_saved_args`).
+    """
+    from vision._loader import find_trained_file
+    from vision.engine.config import resolve_args
+    from vision.registry import resolve_entry
+
+    found = find_trained_file(weights) if weights else None
+    if found is None:
+        return None
+    _, meta, run_dir = found
+    if run_dir is not None:
+        return _saved_args(weights, run_dir, meta, model, given), meta
+    name = model or str(meta["model"])
+    run = resolve_args([f"task={meta.get('task') or resolve_entry(name).task}", f"model={name}"])
+    run["model_kwargs"] = dict(meta.get("model_kwargs") or {})
+    if "imgsz" in meta:
+        run["imgsz"] = int(meta["imgsz"])
+    elif meta.get("preprocess"):
+        run["imgsz"] = int(meta["preprocess"]["input_size"][-1])
+        run["mean"], run["std"] = list(meta["preprocess"]["mean"]), list(meta["preprocess"]["std"])
+    return run, meta
+
+
 def _run_args(args: dict[str, Any], onnx_model: Any | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The training arguments to rebuild the validation split with, and the weights' metadata."""
-    from vision._loader import find_trained_file, run_args
     from vision.engine.config import resolve_args
     from vision.registry import resolve_entry
 
@@ -113,23 +182,9 @@ def _run_args(args: dict[str, Any], onnx_model: Any | None) -> tuple[dict[str, A
             if pre.get(key) is not None and key in run:
                 run[key] = list(pre[key])
         return run, {"classes": list(onnx_model.categories or [])}
-    found = find_trained_file(weights) if weights else None
-    if found is not None:
-        _, meta, run_dir = found
-        if run_dir is not None:
-            run = run_args(run_dir)
-            if model:
-                run["model"] = model
-            return run, meta
-        name = model or str(meta["model"])
-        run = resolve_args([f"task={meta.get('task') or resolve_entry(name).task}", f"model={name}"])
-        run["model_kwargs"] = dict(meta.get("model_kwargs") or {})
-        if "imgsz" in meta:
-            run["imgsz"] = int(meta["imgsz"])
-        elif meta.get("preprocess"):
-            run["imgsz"] = int(meta["preprocess"]["input_size"][-1])
-            run["mean"], run["std"] = list(meta["preprocess"]["mean"]), list(meta["preprocess"]["std"])
-        return run, meta
+    trained = trained_run_args(weights, model, given=[k for k in _SPLIT_KEYS if args[k] is not None])
+    if trained is not None:
+        return trained
     if not model:
         raise ArgumentError("model= is required (e.g. model=resnet18) unless weights= names a run or a trained file")
     return resolve_args([f"task={resolve_entry(model).task or 'classification'}", f"model={model}"]), {}

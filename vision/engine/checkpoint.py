@@ -23,7 +23,8 @@ at any moment leaves at least one complete unit once the first save has finished
 Resume (:func:`locate_resume`) reads only units with their final name whose files match their manifest (size and
 SHA-256), newest first; a damaged one is reported and the previous complete one used; when every unit is damaged,
 resume refuses (starting again would overwrite the run's weights). A run killed before its first save finished has no
-unit: resuming it starts it again from epoch 1 with its ``args.yaml``, saying so. Run folders
+unit: resuming it starts it again from epoch 1 with its ``args.yaml``, saying so (except the fine-tuning of a model
+written by ``vision prune``: its pruned weights exist only in its checkpoints, so that is refused). Run folders
 written before units existed (a bare ``weights/last.state.pt``) still resume.
 
 An ``OSError`` during a save (disk full, quota, permissions) raises :class:`CheckpointError`, naming the file and the
@@ -50,6 +51,7 @@ from typing import Any
 import torch
 
 from vision.engine._rng import capture_rng, restore_rng
+from vision.utils.pruning import checkpoint_pruned, pruned_restart_refused
 
 __all__ = [
     "CheckpointError",
@@ -356,7 +358,9 @@ def _run_of(state_file: Path) -> Path:
     return parent.parent if parent.name == "weights" else parent
 
 
-def locate_resume(target: str | os.PathLike[str], *, log: Log = None) -> tuple[Path, Path | None]:
+def locate_resume(
+    target: str | os.PathLike[str], *, log: Log = None, pruned: Mapping[str, Any] | None = None
+) -> tuple[Path, Path | None]:
     """``(run folder, state file)`` to resume ``target`` (a run folder, a unit folder or a state/weights file).
 
     The state file is the newest complete unit's; ``None`` when the run stopped before its first save finished (it
@@ -364,7 +368,8 @@ def locate_resume(target: str | os.PathLike[str], *, log: Log = None) -> tuple[P
 
     Raises:
         FileNotFoundError: nothing to resume: no complete checkpoint and no ``args.yaml``, or every checkpoint of the
-            run is damaged (starting again would overwrite its weights).
+            run is damaged (starting again would overwrite its weights), or no complete checkpoint of a run that
+            fine-tunes a pruned model (``pruned``: its ``args["pruned"]``, written by ``vision prune``).
     """
     p = Path(target)
     if p.is_file():
@@ -397,6 +402,8 @@ def locate_resume(target: str | os.PathLike[str], *, log: Log = None) -> tuple[P
             f"resume={target}: all {len(saved)} checkpoints in {weights / UNITS} are damaged (newest, {newest.name}: "
             f"{_damage(newest)}); nothing resumed or overwritten: restore them, or train a new run without resume="
         )
+    if pruned:
+        raise pruned_restart_refused(target, run, pruned)
     if (run / "args.yaml").is_file():
         if log:
             log(
@@ -422,13 +429,24 @@ def find_resume_state(target: str | os.PathLike[str], *, log: Log = None) -> Pat
 
 
 def resume_args(target: str | os.PathLike[str]) -> dict[str, Any]:
-    """The arguments of the run ``target`` resumes: from its newest complete checkpoint, else its ``args.yaml``."""
+    """The arguments of the run ``target`` resumes: from its newest complete checkpoint, else its ``args.yaml``.
+
+    Raises:
+        FileNotFoundError: as :func:`locate_resume`; also for a run without a complete checkpoint whose ``args.yaml``
+            says it fine-tunes a pruned model (``pruned``).
+    """
     import yaml
 
     run, state = locate_resume(target)
     if state is not None:
-        return dict(load_resume_state(state)["args"])
-    return dict(yaml.safe_load((run / "args.yaml").read_text(encoding="utf-8")) or {})
+        args = dict(load_resume_state(state)["args"])
+        if "pruned" not in args and (pruned := checkpoint_pruned(state)):  # saved before args kept it
+            args["pruned"] = pruned
+        return args
+    args = dict(yaml.safe_load((run / "args.yaml").read_text(encoding="utf-8")) or {})
+    if args.get("pruned"):
+        raise pruned_restart_refused(target, run, args["pruned"])
+    return args
 
 
 def restore_views(state_file: str | os.PathLike[str]) -> None:

@@ -155,6 +155,12 @@ class Task:
     def on_epoch_end(self, run_dir: Path, epoch: int, metrics: Mapping[str, Any], model: nn.Module) -> None:
         """Rank 0 only: task-specific artefacts (confusion matrix, sample predictions)."""
 
+    def trained_weights(self, run_dir: Path) -> Path:
+        """The weights file of ``run_dir`` that inference should use: ``weights/best.safetensors`` when the run wrote
+        one (it validated), else ``weights/last.safetensors`` (a run without validation writes no best)."""
+        best = Path(run_dir) / "weights" / "best.safetensors"
+        return best if best.is_file() else best.with_name("last.safetensors")
+
     def inference_hint(self, run_dir: Path) -> str:
-        """The command that runs inference with the trained weights."""
-        return f"python tools/infer.py weights={run_dir / 'weights' / 'best.safetensors'} source=<images>"
+        """The command that runs inference with the trained weights (:meth:`trained_weights`)."""
+        return f"python tools/infer.py weights={self.trained_weights(run_dir)} source=<images>"

@@ -4,8 +4,8 @@
 augmentation, see :mod:`vision.engine.sampler`), mixed precision (bf16 autocast on CUDA; fp16 with a grad scaler on
 request), channels_last, the CPU step's batch in parallel parts (:mod:`vision.engine.replicas`), gradient accumulation
 and clipping, EMA, per-iteration warmup + cosine/step schedules, layer freezing, the non-finite-loss guard,
-validation, ``last``/``best`` checkpoints written atomically, exact resume, ``metrics.csv``, TensorBoard, plots, a
-live progress bar and an end-of-epoch table. Only rank 0 prints and writes.
+validation, ``last``/``best`` checkpoints written atomically, exact resume (a pruned model's fine-tuning too),
+``metrics.csv``, TensorBoard, plots, a live progress bar and an end-of-epoch table. Only rank 0 prints and writes.
 
 Example:
     >>> from vision.engine import Trainer
@@ -53,6 +53,7 @@ from vision.engine.reporting import MetricsLogger, closing_lines, data_summary, 
 from vision.engine.sampler import EpochSampler, SeededDataset, training_subset
 from vision.engine.task import Task, get_task
 from vision.utils import increment_dir, pick_device, save_yaml
+from vision.utils.pruning import reshape_to_state
 
 __all__ = ["NonFiniteLossError", "Trainer"]
 
@@ -80,7 +81,7 @@ class Trainer:
     def _prepare_resume(self, target: str) -> None:
         # only complete checkpoint units; a run stopped before its first save finished starts again from epoch 1
         log = print if int(os.environ.get("RANK", "0")) == 0 else None
-        self.run_dir, self._resume_file = locate_resume(target, log=log)
+        self.run_dir, self._resume_file = locate_resume(target, log=log, pruned=self.args.get("pruned"))
         self.resume_state = load_resume_state(self._resume_file) if self._resume_file else None
 
     def _setup_device(self) -> None:
@@ -146,6 +147,8 @@ class Trainer:
 
     def _build_model(self) -> None:
         model = self.task.build_model()
+        if self.args.get("pruned") and self.resume_state is not None:  # vision prune's fewer channels, then its weights
+            reshape_to_state(model, self.resume_state["model"])
         freeze_parameters(self.args.get("freeze") or 0, model)
         model.to(self.device)
         if self.channels_last is None:
@@ -235,6 +238,7 @@ class Trainer:
             "epoch": epoch,
             "step": self.step,
             **self.task.metadata(),
+            **({"pruned": self.args["pruned"]} if self.args.get("pruned") else {}),  # load_model rebuilds the shapes
         }
 
     def _save(self, epoch: int, batch_in_epoch: int, *, best: bool) -> None:
@@ -488,12 +492,7 @@ class Trainer:
             self._save(epoch + 1, 0, best=better)
         if logger is not None:
             logger.close()
-        self._finish()
-        return self.run_dir
-
-    def _finish(self) -> None:
-        for line in closing_lines(
-            self.task, self.args, best=self.best, best_epoch=self.best_epoch, skipped=self.skipped_steps,
-            run_dir=self.run_dir,
-        ):  # fmt: skip
+        for line in closing_lines(self.task, self.args, best=self.best, best_epoch=self.best_epoch,
+                                  skipped=self.skipped_steps, run_dir=self.run_dir):  # fmt: skip
             self._print(line)
+        return self.run_dir

@@ -3,12 +3,14 @@
 Each family keeps its own ``predict(images, ...)`` on preprocessed batches; :func:`detection_predict` wraps it (one
 decorator line) so that a path, folder, glob, PIL image, numpy array or single ``[3, H, W]`` tensor gives one
 ``Results`` per image with data-set labels, while a batch (``[B, 3, H, W]`` or a list of tensors) gives exactly what
-it gave before. :func:`generation_predict` is the generators' ``predict``: ``n`` sampled images as ``Results``.
+it gave before. The ``conf`` (``score_threshold``) and ``batch`` (images per call) aliases work for both kinds of
+input. :func:`generation_predict` is the generators' ``predict``: ``n`` sampled images as ``Results``.
 """
 
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,22 +28,47 @@ def _device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
+def _batch_size(value: Any) -> int | None:
+    """``batch=`` of ``predict``: a positive integer, or ``None`` when not given."""
+    if value is None:
+        return None
+    try:
+        size = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        size = None
+    if size is None or size < 1:
+        raise ValueError(f"batch={value!r} must be a positive integer (images per call)")
+    return size
+
+
 def detection_predict(method: F) -> F:
     """Decorate a detector's ``predict(images, **options)`` so that it also takes sources (module docstring).
 
-    For sources, ``batch`` (images per call, default 16) and the ``conf`` alias of ``score_threshold`` are accepted
-    too; the result is ``list[Results]`` with boxes in each image's pixels and data-set labels.
+    ``batch`` (images per call; default 16 for sources, the whole batch for a batch) and the ``conf`` alias of
+    ``score_threshold`` are accepted for every input. For sources the result is ``list[Results]`` with boxes in each
+    image's pixels and data-set labels; for a batch, the method's own per-image list.
+
+    Raises:
+        ValueError: ``conf`` and ``score_threshold`` both given, or ``batch`` not a positive integer.
     """
 
     @functools.wraps(method)
     def predict(self: nn.Module, source: Any, **options: Any) -> Any:
+        if "conf" in options:
+            if "score_threshold" in options:
+                raise ValueError("give conf= or score_threshold= (the same threshold), not both")
+            options["score_threshold"] = options.pop("conf")
+        batch = _batch_size(options.pop("batch", None))
         if is_batch(source):
-            return method(self, source, **options)
+            if batch is None or batch >= len(source):
+                return method(self, source, **options)
+            out = []
+            for start in range(0, len(source), batch):
+                out.extend(method(self, source[start : start + batch], **options))
+            return out
         from vision.models.detection.common import label_offset, to_dataset_detections
 
-        batch = max(1, int(options.pop("batch", 16)))
-        if "conf" in options:
-            options["score_threshold"] = options.pop("conf")
+        batch = batch or 16
         images = load_sources(source)
         device, offset = _device(self), label_offset(self)
         names = getattr(self, "categories", None)

@@ -36,11 +36,12 @@ def distill_options(args: dict[str, Any]) -> dict[str, Any]:
     return {**opts, "alpha": alpha, "temperature": temperature, "features": features}
 
 
-def load_teacher(teacher: str, *, model: str = "") -> nn.Module:
+def load_teacher(teacher: str, *, model: str = "", task: str = "") -> nn.Module:
     """A frozen teacher in eval mode on the CPU (see the module docstring for what ``teacher`` may be).
 
     Raises:
-        ValueError: ``teacher`` is neither a run, a weights file, nor a registry name (or has no pretrained weights).
+        ValueError: ``teacher`` is neither a run, a weights file, nor a registry name (or has no pretrained weights),
+            names a path where nothing is, or is a model of another task than ``task`` (when given).
     """
     from pathlib import Path
 
@@ -48,7 +49,11 @@ def load_teacher(teacher: str, *, model: str = "") -> nn.Module:
     from vision.registry import UnknownNameError, resolve_entry, split_name
 
     spec = str(teacher)
-    if find_trained_file(spec) is not None:
+    try:
+        found = find_trained_file(spec)
+    except FileNotFoundError as err:  # a path that names nothing: said of teacher=, not weights=
+        raise ValueError(str(err).replace("weights=", "teacher=", 1)) from None
+    if found is not None:
         net = load_model(spec, model=model or None)
     elif Path(spec).is_file() or model:
         if not model:
@@ -64,6 +69,9 @@ def load_teacher(teacher: str, *, model: str = "") -> nn.Module:
         if not tag:
             raise ValueError(f"teacher={spec!r} has no pretrained weights; give a training run or NAME.TAG")
         net = load_model(tag, model=arch)
+    if task and getattr(net, "task", task) != task:
+        raise ValueError(f"teacher={spec} is a {net.task} model ({type(net).__name__}); distilling a {task} model "
+                         f"needs a {task} teacher")  # fmt: skip
     net.eval()
     net.requires_grad_(False)
     return net

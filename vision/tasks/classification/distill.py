@@ -56,7 +56,7 @@ class ClassifierDistiller:
     def from_args(cls, args: dict[str, Any]) -> ClassifierDistiller:
         """Built from a run's ``teacher=`` and ``distill.*`` keys."""
         opts = distill_options(args)
-        teacher = load_teacher(str(args["teacher"]), model=str(opts["teacher_model"] or ""))
+        teacher = load_teacher(str(args["teacher"]), model=str(opts["teacher_model"] or ""), task="classification")
         return cls(
             teacher,
             alpha=opts["alpha"],

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vision._loader import load_model
-from vision.tasks._explain import EXPLAIN_KEYS, write_explanation
+from vision.tasks._explain import EXPLAIN_KEYS, check_explain, write_explanation
 from vision.utils import increment_dir, pick_device
 
 __all__ = ["CLASSIFICATION_KEYS", "infer_classification"]
@@ -24,6 +24,7 @@ def infer_classification(args: dict[str, Any]) -> Path:
     device = pick_device(args["device"])
     model = args.get("_model") or load_model(args["weights"] or None, model=args["model"] or None, device=device)
     files = expand_source(args["source"])
+    args = {**args, "explain": check_explain(model, args, detector=False)}  # before anything is printed or written
     out_dir = increment_dir(Path(args["project"]) / "classification", args["name"])
     records = []
     batch = max(1, int(args["batch"]))

@@ -26,12 +26,34 @@ from vision.utils.parallel import split_batch
 __all__ = ["ClassificationTask"]
 
 
+def _say(line: str) -> None:
+    """Print one line on rank 0 (the data decisions a user should know about)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(line, flush=True)
+
+
+def _takes_keyword(fn: Any, name: str) -> bool:
+    """Whether ``fn`` accepts the keyword ``name`` (by name or through ``**kwargs``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True  # not introspectable: let the call decide
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
+
+
 @register_task
 class ClassificationTask(Task):
     """Image classification.
 
     ``data``: ``digits`` (scikit-learn's handwritten digits, built in) or a folder: either with ``train/`` and
-    ``val/`` class folders, or a single ImageFolder split deterministically by ``val_fraction``.
+    ``val/`` class folders, ``train/`` alone, or a single ImageFolder; the last two are split deterministically by
+    ``val_fraction`` (``0``: no validation, said in one line). A folder with ``train/`` beside other folders but no
+    ``val/`` (e.g. ``valid/``, ``test/``) is refused, naming them, rather than trained without validation.
+
+    ``label_smoothing`` goes to the model's ``loss(batch, label_smoothing=...)``; ``augment.name`` takes the
+    classification recipes only (``classification_*`` of :func:`vision.data.transforms.list_transforms`).
 
     ``teacher=`` (a run, a weights file, ``NAME.TAG`` or a name) trains the model as a student by knowledge
     distillation (``distill.alpha``, ``distill.temperature``; :mod:`vision.tasks.classification.distill`).
@@ -73,8 +95,10 @@ class ClassificationTask(Task):
         from vision.data.knobs import check_knobs
         from vision.data.transforms import list_transforms, transform_arguments
 
-        if name not in list_transforms():
-            raise ArgumentError(f"augment.name={name} is not a transform recipe; valid: {', '.join(list_transforms())}")
+        fits = [n for n in list_transforms() if n.startswith("classification_")]
+        if name not in fits:
+            what = "a recipe of another task" if name in list_transforms() else "not a transform recipe"
+            raise ArgumentError(f"augment.name={name} is {what}; a classifier takes: {', '.join(fits)}")
         check_section("augment", aug, ["name", *transform_arguments(name)], reserved=("size", "mean", "std"))
         aug = check_knobs(aug, prefix="augment.", recipe=name)
         common = {"mean": tuple(self.args["mean"]), "std": tuple(self.args["std"])}
@@ -92,6 +116,9 @@ class ClassificationTask(Task):
         if train is not None:
             val = registered_split(data, "classification", "val", {**offered, "transform": val_t})
             self.classes = list(train.classes)
+            if val is None or len(val) == 0:
+                _say(f"data={data} has no validation images: training runs without validation "
+                     "(weights/last.safetensors only)")  # fmt: skip
             return train, val
         root = Path(data)
         if not root.is_dir():
@@ -99,19 +126,38 @@ class ClassificationTask(Task):
                 f"data={data!r} is neither a registered dataset ({', '.join(split_datasets('classification'))}) "
                 "nor a folder of images"
             )
-        if (root / "train").is_dir():
+        if (root / "train").is_dir() and (root / "val").is_dir():
             train = ImageFolder(root / "train", transform=train_t)
-            val = ImageFolder(root / "val", transform=val_t) if (root / "val").is_dir() else None
-            if val is not None and val.classes != train.classes:
+            val = ImageFolder(root / "val", transform=val_t)
+            if val.classes != train.classes:
                 raise ValueError(f"{root}/val has classes {val.classes}, {root}/train has {train.classes}")
             self.classes = list(train.classes)
             return train, val
+        if (root / "train").is_dir():
+            others = sorted(
+                p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "train"
+            )
+            if others:
+                found = ", ".join(f"{n}/" for n in ["train", *others])
+                raise ArgumentError(
+                    f"data={data}: found folders {found} but no val/; expected train/ and val/ class folders (rename "
+                    f"{others[0]}/ to val/ to validate on it), train/ alone (split by val_fraction) or one folder of "
+                    "class folders"
+                )
+            root = root / "train"
         full_train = ImageFolder(root, transform=train_t)
         full_val = ImageFolder(root, transform=val_t)
         self.classes = list(full_train.classes)
         rng = np.random.default_rng(int(self.args["seed"]))
         order = rng.permutation(len(full_train))
-        n_val = round(len(order) * float(self.args["val_fraction"]))
+        fraction = float(self.args["val_fraction"])
+        n_val = round(len(order) * fraction)
+        if n_val == 0:
+            _say(f"data={data}: val_fraction={fraction:g} holds out no image of {root}: training runs without "
+                 "validation (weights/last.safetensors only)")  # fmt: skip
+        elif root.name == "train":
+            _say(f"data={data}: no val/ folder: val_fraction={fraction:g} of {root} ({n_val} images) held out for "
+                 "validation")  # fmt: skip
         return Subset(full_train, sorted(order[n_val:].tolist())), Subset(full_val, sorted(order[:n_val].tolist()))
 
     # ------------------------------------------------------------------------------------------------------ model
@@ -132,6 +178,11 @@ class ClassificationTask(Task):
                         nn.init.normal_(p, std=std) if p.ndim > 1 else nn.init.zeros_(p)
             if int(os.environ.get("RANK", "0")) == 0:
                 print(f"fine-tuning: new head {', '.join(head)} initialised with std {std:g}", flush=True)
+        smoothing = float(self.args.get("label_smoothing") or 0.0)
+        if smoothing and not self.args.get("teacher") and not _takes_keyword(model.loss, "label_smoothing"):
+            raise ArgumentError(
+                f"label_smoothing={smoothing:g}: {self.args['model']}.loss() takes no label_smoothing; leave it at 0"
+            )
         if self.args.get("teacher"):  # loaded before training starts: a bad teacher fails early
             from vision.tasks.classification.distill import ClassifierDistiller
 
@@ -146,7 +197,8 @@ class ClassificationTask(Task):
     def compute_loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         if self.distiller is not None:
             return self.distiller.loss(model, batch)
-        return model.loss(batch)
+        smoothing = float(self.args.get("label_smoothing") or 0.0)
+        return model.loss(batch, label_smoothing=smoothing) if smoothing else model.loss(batch)
 
     def cut_batch(self, batch: Any, parts: int) -> list[Any] | None:
         """``(images, labels)`` cut into ``parts`` consecutive slices; ``None`` while distilling."""
@@ -205,5 +257,4 @@ class ClassificationTask(Task):
             plot_confusion(np.asarray(metrics["confusion"]), self.classes, run_dir / "confusion_matrix.png")
 
     def inference_hint(self, run_dir: Path) -> str:
-        weights = run_dir / "weights" / "best.safetensors"
-        return f"python tools/infer.py weights={weights} source=<image, folder or glob>"
+        return f"python tools/infer.py weights={self.trained_weights(run_dir)} source=<image, folder or glob>"

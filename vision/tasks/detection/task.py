@@ -12,13 +12,17 @@ Data (``data=``):
       train: {images: images/train, annotations: annotations/train.json}
       val: {images: images/val, annotations: annotations/val.json}     # or [images dir, json]
 
+  Without a ``val`` split (or with an empty one) the run says so in one line and trains without validation.
+
 Augmentation (``augment.name=``): ``detection_train`` (albumentations on the CPU workers, the other ``augment.*`` keys
 are its arguments, letterboxing to ``imgsz``), ``gpu`` (:class:`~vision.data.GpuAugment` on the batch in
 :meth:`DetectionTask.prepare_batch`: the CPU workers only decode and shrink images larger than ``imgsz``
 (``detection_shrink``); ``augment.mosaic`` etc.; mosaic is switched off for the last
-``close_mosaic`` epochs) or ``none``. Validation images are the original ones: every detector resizes internally and
-returns boxes in input pixels, so predictions are compared with the original annotations. ``cache=ram`` decodes the
-images of file-based data sets once, before the loader workers start (they share the memory), instead of every epoch.
+``close_mosaic`` epochs) or ``none``. ``augment.normalize``, ``augment.mean`` and ``augment.std`` are refused: every
+detector takes images in [0, 1] and normalises them inside the model. Validation images are the original ones: every
+detector resizes internally and returns boxes in input pixels, so predictions are compared with the original
+annotations. ``cache=ram`` decodes the images of file-based data sets once, before the loader workers start (they
+share the memory), instead of every epoch.
 
 Labels: data sets use ``0..K-1``; a model tagged ``"background_class"`` is built with ``num_classes = K + 1`` and its
 targets/predictions are shifted by one (:mod:`vision.models.detection.common`); COCO evaluation and drawings use
@@ -68,6 +72,9 @@ from vision.tasks.detection.plots import plot_pr_curves
 from vision.utils.keys import ArgumentError, auto_or_flag, check_section, integer, number, one_of
 
 __all__ = ["DetectionTask"]
+
+#: augmentation keys a detection run refuses: every detector normalises its [0, 1] input itself
+_NORMALISED_IN_MODEL = ("normalize", "mean", "std")
 
 
 def _is_main() -> bool:
@@ -194,6 +201,12 @@ class DetectionTask(Task):
         name = str(aug.pop("name", "detection_train"))
         if name not in ("detection_train", "gpu", "none"):
             raise ArgumentError(f"augment.name={name} is not allowed: it must be detection_train, gpu or none")
+        for key in _NORMALISED_IN_MODEL:
+            if key in aug:
+                raise ArgumentError(
+                    f"augment.{key} is not allowed for detection: detectors take images in [0, 1] and "
+                    "normalise them inside the model"
+                )
         if name == "gpu":
             import inspect
 
@@ -231,6 +244,9 @@ class DetectionTask(Task):
             val = CocoDetection(*spec["val"], masks=masks) if "val" in spec else None
         if val is not None and len(val) == 0:  # type: ignore[arg-type]
             val = None
+        if val is None and _is_main():
+            print(f"data={data if isinstance(data, str) else 'mapping'} has no val split: training runs without "
+                  "validation (weights/last.safetensors only)", flush=True)  # fmt: skip
         if val is not None and val.classes != train.classes:
             raise ValueError(f"val classes {val.classes} differ from train classes {train.classes}")
         self.classes = list(train.classes)
@@ -422,5 +438,5 @@ class DetectionTask(Task):
             save_image(make_grid(tiles), run_dir / "val_predictions.png")
 
     def inference_hint(self, run_dir: Path) -> str:
-        weights = run_dir / "weights" / "best.safetensors"
+        weights = self.trained_weights(run_dir)
         return f"python tools/infer.py weights={weights} source=<images, folder, glob or video> conf=0.25"
