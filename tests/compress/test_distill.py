@@ -159,3 +159,17 @@ def test_detection_teacher_for_a_classifier_is_refused_naming_both_tasks(tmp_pat
     with pytest.raises(ValueError, match=r"is a detection model .*needs a classification teacher"):
         load_teacher(str(path), task="classification")
     assert load_teacher(str(path), task="detection").task == "detection"
+
+
+def test_distill_keys_without_a_teacher_are_refused_not_ignored(tmp_path, capsys):
+    from vision.cli.train import main as train_main
+
+    argv = ["task=classification", "model=resnet18", "data=digits", "imgsz=16", "epochs=1", "workers=0",
+            "distill.alpha=0.9", "distill.temperature=2", f"project={tmp_path}", "tensorboard=false"]  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        train_main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: distill.alpha=, distill.temperature= apply to distillation, which needs teacher= (a run, "
+                   "a weights file or NAME.TAG of the teacher)"], err  # fmt: skip
+    assert not list(tmp_path.rglob("args.yaml")), "refused before a run folder is written"

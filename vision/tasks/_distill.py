@@ -15,12 +15,25 @@ from typing import Any
 from torch import nn
 
 from vision.tasks._data import check_class_names
+from vision.utils.keys import ArgumentError
 
-__all__ = ["DISTILL_KEYS", "check_teacher_classes", "distill_options", "load_teacher"]
+__all__ = ["DISTILL_KEYS", "check_teacher_classes", "distill_options", "load_teacher", "refuse_distill_without_teacher"]
 
 #: ``distill.*`` keys (both tasks): KD weight, softening temperature, architecture of a plain teacher file, and the
 #: weight of the feature-imitation term (detection only; 0 switches the 1x1 adapters off)
 DISTILL_KEYS: dict[str, Any] = {"alpha": 0.5, "temperature": 4.0, "teacher_model": "", "features": 0.0}
+
+
+def refuse_distill_without_teacher(args: dict[str, Any]) -> None:
+    """``ArgumentError`` when a run sets ``distill.*`` keys (away from their defaults) but no ``teacher=``: they would
+    be ignored."""
+    if args.get("teacher"):
+        return
+    given = sorted(k for k, v in dict(args.get("distill") or {}).items() if k in DISTILL_KEYS and v != DISTILL_KEYS[k])
+    if given:
+        keys = ", ".join(f"distill.{k}=" for k in given)
+        raise ArgumentError(f"{keys} {'applies' if len(given) == 1 else 'apply'} to distillation, which needs "
+                            "teacher= (a run, a weights file or NAME.TAG of the teacher)")  # fmt: skip
 
 
 def distill_options(args: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from vision.engine.distributed import all_gather_objects
 from vision.engine.replicas import cut_tensors
 from vision.engine.task import Task, register_task
 from vision.tasks._data import registered_split, split_datasets
-from vision.tasks._distill import DISTILL_KEYS, check_teacher_classes
+from vision.tasks._distill import DISTILL_KEYS, check_teacher_classes, refuse_distill_without_teacher
 from vision.tasks.classification.infer import CLASSIFICATION_KEYS, infer_classification
 from vision.tasks.classification.metrics import classification_metrics
 from vision.utils.keys import ArgumentError, check_section, number
@@ -188,6 +188,7 @@ class ClassificationTask(Task):
 
             self.distiller = ClassifierDistiller.from_args(self.args)
             check_teacher_classes(self.distiller.teacher, self.classes)
+        refuse_distill_without_teacher(self.args)
         return model
 
     def prepare_batch(self, batch: Any, device: torch.device, *, train: bool) -> Any:

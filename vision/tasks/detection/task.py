@@ -65,7 +65,7 @@ from vision.models.detection.common import (
     to_model_targets,
 )
 from vision.tasks._data import registered_split
-from vision.tasks._distill import DISTILL_KEYS, check_teacher_classes
+from vision.tasks._distill import DISTILL_KEYS, check_teacher_classes, refuse_distill_without_teacher
 from vision.tasks.detection.data import SYNTHETIC_KEYS, load_data_spec
 from vision.tasks.detection.infer import DETECTION_KEYS, infer_detection
 from vision.tasks.detection.plots import plot_pr_curves
@@ -287,6 +287,7 @@ class DetectionTask(Task):
             self.distiller = YoloDistiller.from_args(self.args)
             self.distiller.attach(model)
             check_teacher_classes(self.distiller.teacher, self.classes)
+        refuse_distill_without_teacher(self.args)
         return model
 
     def _generator(self, device: torch.device, targets: Sequence[Mapping[str, Any]]) -> torch.Generator:
