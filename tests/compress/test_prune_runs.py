@@ -219,3 +219,15 @@ def test_a_pruned_fine_tuning_saved_before_its_arguments_recorded_it_resumes_pru
         torch.save({"args": {"task": "detection", "model": "yolo_n"}}, weights / "last.state.pt")
         save_weights(weights / "last.safetensors", {"w": torch.zeros(1)}, {"model": "yolo_n", **meta})
         assert resume_args(tmp_path / name).get("pruned") == meta.get("pruned")
+
+
+def test_a_distilled_runs_teacher_and_distill_keys_stay_with_that_run():
+    """Fine-tuning a pruned student takes its data and optimisation keys, not its teacher or ``distill.*`` (the
+    fine-tune would otherwise carry distillation settings without a teacher, which training refuses)."""
+    from vision.cli.prune import _train_args
+
+    source = resolve_args(["task=classification", "model=resnet18", "data=digits", "imgsz=16", "lr=0.03"])
+    source |= {"teacher": "runs/classification/teacher", "distill": {**source["distill"], "alpha": 0.0}}
+    args = _train_args("classification", "resnet18", [], source)
+    assert (args["imgsz"], args["lr"], args["teacher"]) == (16, 0.03, "")
+    assert args["distill"] == resolve_args(["task=classification", "model=resnet18"])["distill"]

@@ -199,9 +199,10 @@ def _stored_kwargs(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 #: keys of the trained run that belong to that run rather than to its data, input size and optimisation (its
-#: distillation teacher and recipe expectations too): the command line's values (else the defaults) apply
+#: distillation teacher with its ``distill.*`` settings, and recipe expectations too): the command line's values
+#: (else the defaults) apply
 _RUN_OWN_KEYS = ("weights", "resume", "name", "project", "exist_ok", "epochs", "device", "workers", "teacher",
-                 "expected")  # fmt: skip
+                 "distill", "expected")  # fmt: skip
 
 
 def _dotted(tree: dict[str, Any], key: str, value: Any = ...) -> Any:
