@@ -14,6 +14,7 @@ The model's side of the contract:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -154,6 +155,17 @@ class Task:
 
     def on_epoch_end(self, run_dir: Path, epoch: int, metrics: Mapping[str, Any], model: nn.Module) -> None:
         """Rank 0 only: task-specific artefacts (confusion matrix, sample predictions)."""
+
+    def say(self, line: str) -> None:
+        """Print one line about the run's set-up (its data, its model) on rank 0 only (``RANK`` as torchrun sets it,
+        so this works before the process group exists)."""
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(line, flush=True)
+
+    def say_no_validation(self, why: str) -> None:
+        """Say in one line that the run trains without validation; ``why`` starts it (e.g. ``data=X has no val
+        split``)."""
+        self.say(f"{why}: training runs without validation (weights/last.safetensors only)")
 
     def trained_weights(self, run_dir: Path) -> Path:
         """The weights file of ``run_dir`` that inference should use: ``weights/best.safetensors`` when the run wrote

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,12 +23,6 @@ from vision.utils.keys import ArgumentError, check_section, number
 from vision.utils.parallel import split_batch
 
 __all__ = ["ClassificationTask"]
-
-
-def _say(line: str) -> None:
-    """Print one line on rank 0 (the data decisions a user should know about)."""
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(line, flush=True)
 
 
 def _takes_keyword(fn: Any, name: str) -> bool:
@@ -117,8 +110,7 @@ class ClassificationTask(Task):
             val = registered_split(data, "classification", "val", {**offered, "transform": val_t})
             self.classes = list(train.classes)
             if val is None or len(val) == 0:
-                _say(f"data={data} has no validation images: training runs without validation "
-                     "(weights/last.safetensors only)")  # fmt: skip
+                self.say_no_validation(f"data={data} has no validation images")
             return train, val
         root = Path(data)
         if not root.is_dir():
@@ -153,11 +145,10 @@ class ClassificationTask(Task):
         fraction = float(self.args["val_fraction"])
         n_val = round(len(order) * fraction)
         if n_val == 0:
-            _say(f"data={data}: val_fraction={fraction:g} holds out no image of {root}: training runs without "
-                 "validation (weights/last.safetensors only)")  # fmt: skip
+            self.say_no_validation(f"data={data}: val_fraction={fraction:g} holds out no image of {root}")
         elif root.name == "train":
-            _say(f"data={data}: no val/ folder: val_fraction={fraction:g} of {root} ({n_val} images) held out for "
-                 "validation")  # fmt: skip
+            self.say(f"data={data}: no val/ folder: val_fraction={fraction:g} of {root} ({n_val} images) held out "
+                     "for validation")  # fmt: skip
         return Subset(full_train, sorted(order[n_val:].tolist())), Subset(full_val, sorted(order[:n_val].tolist()))
 
     # ------------------------------------------------------------------------------------------------------ model
@@ -176,8 +167,7 @@ class ClassificationTask(Task):
                 for name, p in model.named_parameters():
                     if any(name.startswith(h + ".") or name == h for h in head):
                         nn.init.normal_(p, std=std) if p.ndim > 1 else nn.init.zeros_(p)
-            if int(os.environ.get("RANK", "0")) == 0:
-                print(f"fine-tuning: new head {', '.join(head)} initialised with std {std:g}", flush=True)
+            self.say(f"fine-tuning: new head {', '.join(head)} initialised with std {std:g}")
         smoothing = float(self.args.get("label_smoothing") or 0.0)
         if smoothing and not self.args.get("teacher") and not _takes_keyword(model.loss, "label_smoothing"):
             raise ArgumentError(

@@ -244,9 +244,8 @@ class DetectionTask(Task):
             val = CocoDetection(*spec["val"], masks=masks) if "val" in spec else None
         if val is not None and len(val) == 0:  # type: ignore[arg-type]
             val = None
-        if val is None and _is_main():
-            print(f"data={data if isinstance(data, str) else 'mapping'} has no val split: training runs without "
-                  "validation (weights/last.safetensors only)", flush=True)  # fmt: skip
+        if val is None:
+            self.say_no_validation(f"data={data if isinstance(data, str) else 'mapping'} has no val split")
         if val is not None and val.classes != train.classes:
             raise ValueError(f"val classes {val.classes} differ from train classes {train.classes}")
         self.classes = list(train.classes)
