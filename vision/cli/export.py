@@ -218,8 +218,8 @@ def _calibration(onnx_model: Any, images: Sequence[torch.Tensor]) -> list[np.nda
 def _int8_report(args: dict[str, Any], fp32: Any, int8: Any) -> str:
     """Accuracy or mAP of int8 against fp32 on the validation split (or on the check images)."""
     data = str(args["data"] or "")
-    ds = _data_split(data, "detection", "val") if data and fp32.task == "detection" else None
-    if ds is not None:
+    ds = _data_split(data, fp32.task, "val") if data else None  # None for a folder or glob: no validation split
+    if ds is not None and fp32.task == "detection":
         from vision.tasks.detection.coco_eval import COCOEvaluator, coco_from_dataset
 
         gt = coco_from_dataset(ds)
@@ -237,7 +237,7 @@ def _int8_report(args: dict[str, Any], fp32: Any, int8: Any) -> str:
     images = _images(args, "val" if data else "check", 200, fp32.task)
     if not data:
         where = f"{len(images)} check images"
-    elif _data_split(data, fp32.task, "val") is not None:
+    elif ds is not None:
         where = f"{data} val ({len(images)} images)"
     else:  # a folder or glob has no validation split: the images are (some of) the calibration images
         where = f"{len(images)} images of data={data}, which also calibrated it (no validation split)"
