@@ -150,6 +150,18 @@ def test_teacher_path_that_names_nothing_is_said_of_teacher(tmp_path):
         load_teacher(str(tmp_path / "runs" / "missing"))
 
 
+def test_teacher_file_that_holds_no_weights_is_not_called_a_weights_file(tmp_path):
+    from vision.hub.download import WeightsFileError
+    from vision.tasks._distill import load_teacher
+
+    (tmp_path / "notes.txt").write_text("hello\n")
+    with pytest.raises(WeightsFileError, match=r"notes\.txt is not a weights file"):
+        load_teacher(str(tmp_path / "notes.txt"))
+    torch.save(vision.create_model("resnet18", num_classes=2).state_dict(), tmp_path / "r18.pt")
+    with pytest.raises(ValueError, match=r"r18\.pt is a plain weights file: give its architecture"):
+        load_teacher(str(tmp_path / "r18.pt"))
+
+
 def test_detection_teacher_for_a_classifier_is_refused_naming_both_tasks(tmp_path):
     from vision.engine.checkpoint import save_weights
     from vision.tasks._distill import load_teacher

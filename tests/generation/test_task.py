@@ -72,6 +72,37 @@ def test_folder_data_with_and_without_classes(tmp_path):
     assert uncond.num_classes == 0 and "classes" not in uncond.metadata()
 
 
+def test_folder_splits_train_val_train_alone_and_a_train_beside_another_split(tmp_path, capsys):
+    from vision.utils.keys import ArgumentError
+
+    base = ["task=generation", "model=ddpm_unet_s", "imgsz=16", "val_fraction=0.25"]
+    data = tmp_path / "d"
+    _folder(data / "train", ["cat", "dog"], n=4)
+    _folder(data / "valid", ["cat", "dog"], n=2)
+    with pytest.raises(ArgumentError, match=r"found folders train/, valid/ but no val/.*rename valid/ to val/"):
+        GenerationTask(resolve_args([*base, f"data={data}"])).build_datasets()
+    (data / "valid").rename(data / "val")
+    train, val = GenerationTask(resolve_args([*base, f"data={data}"])).build_datasets()
+    assert (len(train), len(val)) == (8, 4)  # val/ is the validation split, nothing held out of train/
+    (data / "val").rename(tmp_path / "elsewhere")
+    task = GenerationTask(resolve_args([*base, f"data={data}"]))
+    train, val = task.build_datasets()  # train/ alone: split by val_fraction, said in one line
+    assert (len(train), len(val)) == (6, 2) and task.classes == ["cat", "dog"]
+    assert "no val/ folder: val_fraction=0.25" in capsys.readouterr().out
+    _folder(data / "val", ["cat", "bird"], n=2)
+    with pytest.raises(ValueError, match="val has classes"):
+        GenerationTask(resolve_args([*base, f"data={data}"])).build_datasets()
+
+
+def test_inference_hint_names_the_weights_the_run_wrote(tmp_path):
+    task = GenerationTask(resolve_args(["recipe=ddpm_digits"]))
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "last.safetensors").write_bytes(b"")
+    assert "weights/last.safetensors" in task.inference_hint(tmp_path)
+    (tmp_path / "weights" / "best.safetensors").write_bytes(b"")
+    assert "weights/best.safetensors" in task.inference_hint(tmp_path)
+
+
 def test_evaluate_and_grid(tmp_path):
     import vision
 

@@ -319,4 +319,8 @@ def test_data_summary_line_per_split_at_start(tmp_path, capsys):
     trainer._build_loaders()
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("data ")]
     summary = "10 image(s) in 2 class(es) kept; 1 empty class folder(s) skipped: empty"
-    assert lines == [f"data train: {summary}", f"data val: {summary}"]  # one split of one folder: its summary
+    # one folder split by val_fraction (0.2 of 10): its summary, and how much of it each split uses
+    assert lines == [
+        f"data train: {summary}; this split uses 8 of them",
+        f"data val: {summary}; this split uses 2 of them",
+    ]

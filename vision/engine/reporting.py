@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch.utils.data import Subset
 
 __all__ = [
     "MetricsLogger",
@@ -24,12 +25,18 @@ __all__ = [
 
 
 def data_summary(dataset: Any) -> str | None:
-    """The data set's ``summary()`` line (looked up through ``Subset``-style wrappers), or ``None``."""
+    """The data set's ``summary()`` line (looked up through ``Subset``-style wrappers), or ``None``. When a
+    ``torch.utils.data.Subset`` on the way takes part of it (a split held out by ``val_fraction``), the line says how
+    many images this split uses: the summary counts the whole folder."""
+    used: int | None = None
     for _ in range(8):
         if dataset is None:
             return None
         if callable(getattr(dataset, "summary", None)):
-            return str(dataset.summary())
+            line = str(dataset.summary())
+            return line if used is None or used == len(dataset) else f"{line}; this split uses {used} of them"
+        if used is None and isinstance(dataset, Subset):
+            used = len(dataset)
         dataset = getattr(dataset, "dataset", None)
     return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset
@@ -12,7 +13,7 @@ from torch.utils.data import Dataset
 from vision.registry import DATASETS
 from vision.utils.keys import ArgumentError
 
-__all__ = ["check_class_names", "registered_split", "split_datasets"]
+__all__ = ["check_class_names", "folder_splits", "registered_split", "split_datasets"]
 
 
 def split_datasets(task: str) -> list[str]:
@@ -87,3 +88,30 @@ def check_class_names(
         other = ", ".join(sorted(set(a) - set(b)))
         why = f"{model_label}'s classes {_shown(model)} are not {data_label}'s {_shown(data)} ({other} unknown there)"
     raise ArgumentError(f"{why}: label i must mean the same class to both")
+
+
+def folder_splits(root: Path, data: str) -> tuple[Path, Path | None]:
+    """Where the training and validation images of the folder ``root`` (given as ``data=<data>``) are.
+
+    ``train/`` and ``val/`` give ``(root/train, root/val)``; ``train/`` alone gives ``(root/train, None)`` and so
+    does a folder without ``train/`` (``(root, None)``): the caller holds out ``val_fraction`` of it. ``train/``
+    beside other folders but no ``val/`` (``valid/``, ``test/`` ...) is refused rather than trained without
+    validation: which of them is meant is the user's call.
+
+    Raises:
+        ArgumentError: ``train/`` beside other folders and no ``val/``, naming them.
+    """
+    train, val = root / "train", root / "val"
+    if not train.is_dir():
+        return root, None
+    if val.is_dir():
+        return train, val
+    others = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "train")
+    if others:
+        found = ", ".join(f"{n}/" for n in ["train", *others])
+        raise ArgumentError(
+            f"data={data}: found folders {found} but no val/; expected train/ and val/ class folders (rename "
+            f"{others[0]}/ to val/ to validate on it), train/ alone (split by val_fraction) or one folder of "
+            "class folders"
+        )
+    return train, None

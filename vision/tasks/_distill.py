@@ -70,6 +70,9 @@ def load_teacher(teacher: str, *, model: str = "", task: str = "") -> nn.Module:
         net = load_model(spec, model=model or None)
     elif Path(spec).is_file() or model:
         if not model:
+            from vision.hub.download import load_state_dict_file
+
+            load_state_dict_file(spec)  # a file that holds no weights is said to be that (WeightsFileError)
             raise ValueError(f"teacher={spec} is a plain weights file: give its architecture as distill.teacher_model=")
         net = load_model(spec, model=model)
     else:

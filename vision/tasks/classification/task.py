@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from vision.engine.distributed import all_gather_objects
 from vision.engine.replicas import cut_tensors
 from vision.engine.task import Task, register_task
-from vision.tasks._data import registered_split, split_datasets
+from vision.tasks._data import folder_splits, registered_split, split_datasets
 from vision.tasks._distill import DISTILL_KEYS, check_teacher_classes, refuse_distill_without_teacher
 from vision.tasks.classification.infer import CLASSIFICATION_KEYS, infer_classification
 from vision.tasks.classification.metrics import classification_metrics
@@ -118,25 +118,14 @@ class ClassificationTask(Task):
                 f"data={data!r} is neither a registered dataset ({', '.join(split_datasets('classification'))}) "
                 "nor a folder of images"
             )
-        if (root / "train").is_dir() and (root / "val").is_dir():
-            train = ImageFolder(root / "train", transform=train_t)
-            val = ImageFolder(root / "val", transform=val_t)
+        root, val_root = folder_splits(root, data)
+        if val_root is not None:
+            train = ImageFolder(root, transform=train_t)
+            val = ImageFolder(val_root, transform=val_t)
             if val.classes != train.classes:
-                raise ValueError(f"{root}/val has classes {val.classes}, {root}/train has {train.classes}")
+                raise ValueError(f"{val_root} has classes {val.classes}, {root} has {train.classes}")
             self.classes = list(train.classes)
             return train, val
-        if (root / "train").is_dir():
-            others = sorted(
-                p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "train"
-            )
-            if others:
-                found = ", ".join(f"{n}/" for n in ["train", *others])
-                raise ArgumentError(
-                    f"data={data}: found folders {found} but no val/; expected train/ and val/ class folders (rename "
-                    f"{others[0]}/ to val/ to validate on it), train/ alone (split by val_fraction) or one folder of "
-                    "class folders"
-                )
-            root = root / "train"
         full_train = ImageFolder(root, transform=train_t)
         full_val = ImageFolder(root, transform=val_t)
         self.classes = list(full_train.classes)

@@ -11,9 +11,10 @@ Data (``data=``):
 - ``digits`` (built in): scikit-learn's 8x8 digits upscaled to ``imgsz`` (32), **one channel** — the digits are grey,
   so the models learn and sample ``[1, 32, 32]`` images; ``channels=3`` replicates the grey level instead. The split
   is the one of :class:`vision.data.Digits` (``val_fraction`` 0.2, seed 0): 1438 training and 359 held-out images.
-- a folder: ``train/`` and ``val/`` class folders, one folder of class folders (split by ``val_fraction``), or a flat
-  folder of images (no classes: unconditional). Images are resized (shorter side) and centre-cropped to ``imgsz``;
-  3 channels unless ``channels=1``.
+- a folder: ``train/`` and ``val/`` (class folders or flat), ``train/`` alone or one folder of class folders (split
+  by ``val_fraction``), or a flat folder of images (no classes: unconditional); ``train/`` beside other folders but
+  no ``val/`` is refused, naming them. Images are resized (shorter side) and centre-cropped to ``imgsz``; 3 channels
+  unless ``channels=1``.
 
 Models are class-conditional when the data has classes (``conditional=false`` trains them unconditionally); the
 builder receives ``num_classes``, ``image_channels`` and ``image_size`` from the data, and the run's weights file
@@ -42,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vision.engine.distributed import all_gather_objects
 from vision.engine.task import Task, register_task
+from vision.tasks._data import folder_splits
 from vision.tasks.generation.data import REF_MAX, FlatFolder, ImageTensors, RepeatDataset, ResizeCrop, stack_images
 from vision.tasks.generation.infer import GENERATION_KEYS, infer_generation, rank_world
 from vision.utils.keys import integer, number
@@ -143,26 +145,32 @@ class GenerationTask(Task):
         self.channels = requested or 3
         train_t = ResizeCrop(size, self.channels, hflip)
         eval_t = ResizeCrop(size, self.channels)
-        has_classes = any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir())
-        if (root / "train").is_dir():
-            train_ds = ImageFolder(root / "train", transform=train_t)
-            ref_train = ImageFolder(root / "train", transform=eval_t)
-            val_ds = ImageFolder(root / "val", transform=eval_t) if (root / "val").is_dir() else None
-            self.classes = list(train_ds.classes)
+        root, val_root = folder_splits(root, data)
+
+        def folder(path: Path, transform: ResizeCrop) -> Dataset:
+            has_classes = any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
+            return ImageFolder(path, transform=transform) if has_classes else FlatFolder(path, transform=transform)
+
+        train_ds, ref_train = folder(root, train_t), folder(root, eval_t)
+        self.classes = list(getattr(train_ds, "classes", []))
+        if val_root is not None:
+            val_ds: Dataset = folder(val_root, eval_t)
+            if list(getattr(val_ds, "classes", [])) != self.classes:
+                raise ValueError(f"{val_root} has classes {getattr(val_ds, 'classes', [])}, {root} has {self.classes}")
         else:
-            full: Dataset = ImageFolder(root, transform=train_t) if has_classes else FlatFolder(root, transform=train_t)
-            ref: Dataset = ImageFolder(root, transform=eval_t) if has_classes else FlatFolder(root, transform=eval_t)
-            self.classes = list(getattr(full, "classes", []))
-            order = np.random.default_rng(seed).permutation(len(full))  # type: ignore[arg-type]
+            order = np.random.default_rng(seed).permutation(len(train_ds))  # type: ignore[arg-type]
             n_val = max(2, round(len(order) * frac))
             keep, held = sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
-            train_ds = torch.utils.data.Subset(full, keep)
-            ref_train = torch.utils.data.Subset(ref, keep)
-            val_ds = torch.utils.data.Subset(ref, held)
+            if root.name == "train":
+                self.say(f"data={data}: no val/ folder: val_fraction={frac:g} of {root} ({n_val} images) held out "
+                         "for validation")  # fmt: skip
+            val_ds = torch.utils.data.Subset(ref_train, held)
+            train_ds = torch.utils.data.Subset(train_ds, keep)
+            ref_train = torch.utils.data.Subset(ref_train, keep)
         if len(self.classes) <= 1:
             self.classes = []  # one class folder (or none): unconditional
         self._train_ref = stack_images(ref_train, REF_MAX, seed)
-        self._val_ref = stack_images(val_ds, REF_MAX, seed) if val_ds is not None else None
+        self._val_ref = stack_images(val_ds, REF_MAX, seed)
         return RepeatDataset(train_ds, repeat), val_ds
 
     def build_model(self) -> nn.Module:
@@ -313,5 +321,4 @@ class GenerationTask(Task):
             self.save_grid(model, run_dir / "samples" / f"step{step:07d}.png")
 
     def inference_hint(self, run_dir: Path) -> str:
-        weights = run_dir / "weights" / "best.safetensors"
-        return f"python tools/infer.py weights={weights} n=64 seed=0"
+        return f"python tools/infer.py weights={self.trained_weights(run_dir)} n=64 seed=0"
