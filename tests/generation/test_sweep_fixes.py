@@ -49,7 +49,9 @@ def test_model_without_label_dropout_refuses_guidance_and_the_null_label():
     for scale in (3.0, 0.0):
         with pytest.raises(ValueError, match=rf"guidance_scale={scale:g} needs .*cond_drop_prob > 0"):
             model.sample(2, labels=3, guidance_scale=scale)
-    with pytest.raises(ValueError, match=r"labels: the null label \(-1.*cond_drop_prob=0"):
+    with pytest.raises(
+        ValueError, match=r"^labels=-1 \(an unconditional sample\) does not apply to this model: .*cond_drop_prob=0"
+    ):
         model.sample(2, labels=-1)
     with pytest.raises(ValueError, match=r"guidance_scale=2 needs .*cond_drop_prob > 0"):
         _ddpm(cond_drop_prob=0.0, guidance_scale=2.0)  # a default the model could never honour
@@ -100,6 +102,30 @@ def test_infer_refuses_out_of_range_labels(capsys, monkeypatch, tmp_path):
     gan = vision.create_model("sngan_32", **TINY_GAN)
     assert "it has no null label" in _refused(capsys, monkeypatch, gan, tmp_path, "n=2", "labels=-1")
     assert "steps=51 is out of range" in _refused(capsys, monkeypatch, model, tmp_path, "n=2", "steps=51")
+
+
+@pytest.mark.parametrize(
+    ("which", "labels", "cli"),
+    [
+        ("ddpm", 10, "labels=10"),
+        ("ddpm", [1, -2], "labels=1,-2"),
+        ("ddpm", [1, 2, 3], "labels=[1,2,3]"),
+        ("ddpm_no_dropout", -1, "labels=-1"),
+        ("gan", -1, "labels=-1"),
+        ("gan", [0, 10], "labels=0,10"),
+    ],
+)
+def test_the_sampler_and_tools_infer_refuse_labels_with_the_same_line(
+    capsys, monkeypatch, tmp_path, which, labels, cli
+):
+    model = {
+        "ddpm": lambda: _ddpm(),
+        "ddpm_no_dropout": lambda: _ddpm(cond_drop_prob=0.0),
+        "gan": lambda: vision.create_model("sngan_32", **TINY_GAN),
+    }[which]()
+    with pytest.raises(ValueError, match=r"^labels=") as info:
+        model.sample(2, labels=labels, seed=0)
+    assert _refused(capsys, monkeypatch, model, tmp_path, "n=2", cli) == f"error: {info.value}"
 
 
 def test_infer_records_the_null_label_as_unconditional_and_the_settings_that_ran(monkeypatch, tmp_path):

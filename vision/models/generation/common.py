@@ -24,34 +24,62 @@ __all__ = [
 LabelsArg = None | str | int | Sequence[int] | Tensor
 
 
-def resolve_labels(labels: LabelsArg, n: int, num_classes: int, generator: torch.Generator) -> Tensor | None:
-    """The labels of ``n`` samples as int64 ``[n]`` on the CPU (``None`` for an unconditional model).
+def resolve_labels(
+    labels: LabelsArg, n: int, num_classes: int, generator: torch.Generator | None, *, null: str | None = None
+) -> Tensor | None:
+    """The labels of ``n`` samples as int64 ``[n]`` on the CPU (``None`` for an unconditional model); the one place
+    where generators' ``labels`` are checked (both samplers and ``tools/infer.py`` call it).
 
-    ``None``: drawn uniformly from ``generator``; ``"balanced"``: ``0, 1, ..., K-1, 0, 1, ...``; an int: every sample
-    of that class; a sequence/tensor of ``n`` ints. ``-1`` (or ``K``) asks for the null label (unconditional sample)
-    of a model trained with label dropout.
+    ``None`` (or ``"random"``): drawn uniformly from ``generator``; ``"balanced"``: ``0, 1, ..., K-1, 0, 1, ...``;
+    an int: every sample of that class; a sequence/array/tensor of ``n`` ints (or of one, repeated; digit strings
+    count as ints). ``-1`` asks for the null label (an unconditional sample; returned as ``K``) of a model that
+    learnt it.
+
+    Args:
+        null: ``None`` when the model learnt its null label; otherwise why it cannot make unconditional samples
+            (``"it has no null label"``), which the error for ``-1`` gives.
+
+    Raises:
+        ValueError: one line naming ``labels=`` and the valid range: a label out of range, ``-1`` where ``null``
+            says why not, a count that is neither 1 nor ``n``, labels for an unconditional model, an unknown word.
     """
     if num_classes <= 0:
         if labels is not None:
-            raise ValueError("this model is unconditional (num_classes=0): pass labels=None")
+            raise ValueError(f"labels={_shown(labels)} does not apply: this model is unconditional (num_classes=0); "
+                             "leave it out")  # fmt: skip
         return None
-    if labels is None:
+    if labels is None or (isinstance(labels, str) and labels == "random"):
         return torch.randint(0, num_classes, (n,), generator=generator)
-    if isinstance(labels, str):
-        if labels == "balanced":
-            return torch.arange(n) % num_classes
-        if labels.lstrip("-").isdigit():
-            labels = int(labels)
-        else:
-            raise ValueError(f"labels={labels!r}: use None, 'balanced', a class index or a list of n class indices")
-    if isinstance(labels, int):
-        labels = [labels] * n
+    valid = f"[0, {num_classes - 1}]" + (", or -1 for an unconditional sample" if null is None else "")
+    if isinstance(labels, str) and labels == "balanced":
+        return torch.arange(n) % num_classes
+    if not isinstance(labels, Tensor):
+        raw = labels.tolist() if hasattr(labels, "tolist") else labels  # numpy arrays and scalars
+        items = list(raw) if isinstance(raw, list | tuple | range) else [raw]
+        for item in items:
+            if isinstance(item, bool) or not (isinstance(item, int) or str(item).strip().lstrip("-").isdigit()):
+                raise ValueError(f"labels={str(item).strip()} is not a class index: use balanced, random, an index in "
+                                 f"{valid}, or a list of them")  # fmt: skip
+        labels = [int(item) for item in items]
     out = torch.as_tensor(labels, dtype=torch.long).flatten().cpu()
-    if out.numel() != n:
-        raise ValueError(f"got {out.numel()} labels for n={n} samples")
-    if ((out < -1) | (out > num_classes)).any():
-        raise ValueError(f"labels must be in [0, {num_classes - 1}] (or -1 for the null label), got {out.tolist()}")
-    return torch.where(out < 0, torch.full_like(out, num_classes), out)
+    if out.numel() not in (1, n):
+        raise ValueError(f"labels= lists {out.numel()} labels for n={n} images: give one label or n of them")
+    if ((out < -1) | (out >= num_classes)).any():
+        bad = int(out[(out < -1) | (out >= num_classes)][0])
+        raise ValueError(
+            f"labels={bad} is out of range: this model has {num_classes} classes, so labels must be in {valid}"
+        )
+    if null is not None and bool((out == -1).any()):
+        raise ValueError(f"labels=-1 (an unconditional sample) does not apply to this model: {null}; use a class in "
+                         f"{valid}")  # fmt: skip
+    out = torch.where(out < 0, torch.full_like(out, num_classes), out)
+    return out.expand(n).clone() if out.numel() == 1 else out
+
+
+def _shown(labels: LabelsArg) -> str:
+    if isinstance(labels, Tensor):
+        return str(labels.tolist())
+    return str(labels)
 
 
 def images_to_uint8(x: Tensor) -> Tensor:

@@ -36,49 +36,27 @@ GENERATION_KEYS: dict[str, Any] = {
 
 
 def check_labels(labels: Any, model: nn.Module, n: int) -> Any:
-    """``labels=`` checked against ``model`` before anything is sampled or written: ``None`` (random classes),
-    ``"balanced"`` or a list of ``n`` class indices (one index is repeated ``n`` times; ``-1`` is the null label,
-    i.e. an unconditional sample, for a diffusion model trained with label dropout). Raises
+    """``labels=`` checked against ``model`` before anything is sampled or written: ``None`` (class-balanced for a
+    conditional model), ``random``, ``"balanced"`` or a list of ``n`` class indices (one index is repeated ``n`` times;
+    ``-1`` is the null label, i.e. an unconditional sample, for a diffusion model trained with label dropout). The
+    indices are checked by :func:`~vision.models.generation.common.resolve_labels`, as the sampler will. Raises
     :class:`~vision.utils.keys.ArgumentError` naming ``labels=`` and the valid range."""
+    from vision.models.generation.common import resolve_labels
+
     k = int(getattr(model, "num_classes", 0) or 0)
     if isinstance(labels, str) and labels.strip().lower() in ("random", "none", "null"):
         return None
     if labels is None:
         return "balanced" if k > 0 else None
-    if k <= 0:
-        raise ArgumentError(
-            f"labels={labels} does not apply: this model is unconditional (num_classes=0); leave it out"
-        )
     if isinstance(labels, str) and labels.strip().lower() == "balanced":
-        return "balanced"
-    items = labels.split(",") if isinstance(labels, str) else labels if isinstance(labels, list | tuple) else [labels]
-    null = bool(getattr(model, "guidable", False))  # a diffusion model that learnt the null label
-    valid = f"[0, {k - 1}]" + (", or -1 for an unconditional sample" if null else "")
-    out = []
-    for item in items:
-        text = str(item).strip()
-        if isinstance(item, bool) or not text.lstrip("-").isdigit():
-            raise ArgumentError(
-                f"labels={text} is not a class index: use balanced, random, an index in {valid}, or a list of them"
-            )
-        index = int(text)
-        if index == -1 and not null:
-            why = (
-                "it was trained with cond_drop_prob=0, so its null label is untrained"
-                if hasattr(model, "guidable")
-                else "it has no null label"
-            )
-            raise ArgumentError(
-                f"labels=-1 (an unconditional sample) does not apply to this model: {why}; use a class in {valid}"
-            )
-        if not -1 <= index < k:
-            raise ArgumentError(
-                f"labels={index} is out of range: this model has {k} classes, so labels must be in {valid}"
-            )
-        out.append(index)
-    if len(out) not in (1, n):
-        raise ArgumentError(f"labels= lists {len(out)} labels for n={n} images: give one label or n of them")
-    return out * n if len(out) == 1 else out
+        labels = "balanced"
+    elif k > 0 and isinstance(labels, str):
+        labels = labels.split(",")  # "1,2,3"; each item is checked by resolve_labels
+    try:
+        resolve_labels(labels, n, k, None, null=getattr(model, "null_refusal", "it has no null label"))
+    except ValueError as err:
+        raise ArgumentError(str(err)) from None
+    return labels
 
 
 def infer_generation(args: dict[str, Any]) -> Path:

@@ -120,6 +120,14 @@ class DiffusionModel(nn.Module):
         classifier-free guidance and unconditional samples (label ``-1``) need."""
         return self.num_classes > 0 and self.cond_drop_prob > 0
 
+    @property
+    def null_refusal(self) -> str | None:
+        """Why ``labels=-1`` (an unconditional sample) cannot be asked of this model, or ``None`` when it can
+        (:attr:`guidable`); see :func:`~vision.models.generation.common.resolve_labels`."""
+        if self.guidable:
+            return None
+        return "it was trained with cond_drop_prob=0, so its null label is untrained"
+
     def _check_guidance(self, scale: float, key: str) -> None:
         if scale == 1.0 or self.guidable:
             return
@@ -258,13 +266,7 @@ class DiffusionModel(nn.Module):
         run = self.sampling_settings(steps=steps, guidance_scale=guidance_scale, sampler=sampler, eta=eta)
         scale = run["guidance_scale"]
         generator = torch.Generator().manual_seed(int(seed))
-        cpu_labels = resolve_labels(labels, n, self.num_classes, generator)
-        if cpu_labels is not None and not self.guidable and bool((cpu_labels == self.null_label).any()):
-            raise ValueError(
-                "labels: the null label (-1, unconditional samples) needs a model trained with label dropout "
-                "(cond_drop_prob > 0); this one was trained with cond_drop_prob=0: use classes "
-                f"0..{self.num_classes - 1}"
-            )
+        cpu_labels = resolve_labels(labels, n, self.num_classes, generator, null=self.null_refusal)
         shape = (n, self.image_channels, self.image_size, self.image_size)
         x_T = torch.randn(shape, generator=generator).to(device)
         lab = cpu_labels.to(device) if cpu_labels is not None else None

@@ -82,6 +82,9 @@ class GAN(nn.Module):
         >>> images = gan.sample(64, labels="balanced", seed=0)        # uint8 [64, 1, 32, 32]
     """
 
+    #: why ``labels=-1`` (an unconditional sample) is refused: a conditional GAN learns no null label
+    null_refusal: str | None = "it has no null label (a conditional GAN always draws a class)"
+
     def __init__(
         self,
         generator: nn.Module,
@@ -233,9 +236,7 @@ class GAN(nn.Module):
             raise ValueError("guidance_scale applies to diffusion models with classifier-free guidance, not to GANs")
         device = torch.device(device) if device is not None else next(self.generator.parameters()).device
         generator = torch.Generator().manual_seed(int(seed))
-        cpu_labels = resolve_labels(labels, n, self.num_classes, generator)
-        if cpu_labels is not None and (cpu_labels >= self.num_classes).any():
-            raise ValueError("a GAN has no null label: labels must be class indices")
+        cpu_labels = resolve_labels(labels, n, self.num_classes, generator, null=self.null_refusal)
         z = torch.randn(n, self.z_dim, generator=generator)
         was_training = self.training
         self.eval()
