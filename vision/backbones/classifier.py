@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -19,43 +20,54 @@ from vision.hub.cards import Preprocess, WeightsCard
 from vision.ops.image_range import check_normalised_range
 from vision.utils.parallel import split_batch
 
-__all__ = ["ImageClassifier", "TimmClassifier", "classification_loss", "eval_transforms"]
+__all__ = ["EvalTransform", "ImageClassifier", "TimmClassifier", "classification_loss", "eval_transforms"]
 
 
-def eval_transforms(preprocess: Preprocess) -> Callable[[Tensor], Tensor]:
-    """A function mapping an image ``uint8 [3, H, W]`` (or float in [0, 1]) to the normalised model input.
+class EvalTransform:
+    """The evaluation preprocessing of a card: ``uint8 [3, H, W]`` (or ``[1, H, W]``, float in [0, 1], or a data
+    set's ``uint8 [H, W, C]`` numpy image) -> normalised ``float32 [3, h, w]``.
 
     Resize the shorter side to ``resize_size`` (antialiased), centre-crop to ``input_size``, scale to [0, 1],
-    normalise with ``mean``/``std``. Returns ``float32 [3, h, w]``; an image with an empty side raises ``ValueError``.
+    normalise with ``mean``/``std``. ``predict``, exported files and a classifier's validation split all go through
+    it, so a validation score is the score of what ``predict`` sees. Picklable (data-loader workers).
     """
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as TF
 
-    mode = {
-        "nearest": InterpolationMode.NEAREST,
-        "bilinear": InterpolationMode.BILINEAR,
-        "bicubic": InterpolationMode.BICUBIC,
-    }[preprocess.interpolation]
-    mean = torch.tensor(preprocess.mean).view(-1, 1, 1)
-    std = torch.tensor(preprocess.std).view(-1, 1, 1)
+    def __init__(self, preprocess: Preprocess) -> None:
+        self.preprocess = preprocess
+        self.mean = torch.tensor(preprocess.mean).view(-1, 1, 1)
+        self.std = torch.tensor(preprocess.std).view(-1, 1, 1)
 
-    def transform(image: Tensor) -> Tensor:
+    def __call__(self, image: Tensor | np.ndarray) -> Tensor:
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
+
+        if isinstance(image, np.ndarray) and image.ndim == 3:
+            image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] not in (1, 3):
-            shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+            shape = tuple(image.shape) if isinstance(image, Tensor | np.ndarray) else type(image).__name__
             raise ValueError(f"eval transform expects an image tensor [3, H, W], got {shape}")
         if image.shape[-2] == 0 or image.shape[-1] == 0:
             raise ValueError(f"image is empty: shape {tuple(image.shape)}")
         if image.shape[0] == 1:
             image = image.expand(3, -1, -1)
+        pre = self.preprocess
+        mode = InterpolationMode(pre.interpolation)
         x = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-        if preprocess.crop:
-            x = TF.resize(x, [preprocess.resize_size], interpolation=mode, antialias=True)
-            x = TF.center_crop(x, list(preprocess.input_size))
+        if pre.crop:
+            x = TF.resize(x, [pre.resize_size], interpolation=mode, antialias=True)
+            x = TF.center_crop(x, list(pre.input_size))
         else:
-            x = TF.resize(x, list(preprocess.input_size), interpolation=mode, antialias=True)
-        return (x - mean) / std
+            x = TF.resize(x, list(pre.input_size), interpolation=mode, antialias=True)
+        return (x - self.mean) / self.std
 
-    return transform
+    def __repr__(self) -> str:
+        return f"EvalTransform({self.preprocess!r})"
+
+
+def eval_transforms(preprocess: Preprocess) -> Callable[[Tensor], Tensor]:
+    """The :class:`EvalTransform` of ``preprocess``: an image ``uint8 [3, H, W]`` (or float in [0, 1]) ->
+    ``float32 [3, h, w]``; an image with an empty side raises ``ValueError``."""
+    return EvalTransform(preprocess)
 
 
 def classification_loss(logits: Tensor, labels: Tensor, *, label_smoothing: float = 0.0) -> Tensor:

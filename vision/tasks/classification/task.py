@@ -12,9 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from vision.backbones.classifier import EvalTransform
 from vision.engine.distributed import all_gather_objects
 from vision.engine.replicas import cut_tensors
 from vision.engine.task import Task, register_task
+from vision.hub.cards import Preprocess
 from vision.tasks._data import folder_splits, registered_split, split_datasets
 from vision.tasks._distill import DISTILL_KEYS, check_teacher_classes, refuse_distill_without_teacher
 from vision.tasks.classification.infer import CLASSIFICATION_KEYS, infer_classification
@@ -96,8 +98,15 @@ class ClassificationTask(Task):
         aug = check_knobs(aug, prefix="augment.", recipe=name)
         common = {"mean": tuple(self.args["mean"]), "std": tuple(self.args["std"])}
         train = build_transform(name, size=size, **common, **aug)
-        val = build_transform("classification_eval", size=size, crop_pct=1.0, **common)
-        return train, val
+        return train, EvalTransform(self.preprocess())
+
+    def preprocess(self) -> Preprocess:
+        """The evaluation preprocessing of this run: the shorter side resized to ``imgsz`` (bilinear, antialiased),
+        centre-cropped to ``imgsz``, normalised with the run's ``mean``/``std``. The validation split goes through it
+        and the weights record it (:meth:`metadata`), so ``predict`` sees what validation scored."""
+        size = int(self.args["imgsz"])
+        return Preprocess(input_size=(size, size), resize_size=size, interpolation="bilinear",
+                          mean=tuple(self.args["mean"]), std=tuple(self.args["std"]), crop=True)  # fmt: skip
 
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
         from vision.data import ImageFolder
@@ -216,16 +225,16 @@ class ClassificationTask(Task):
 
     # ------------------------------------------------------------------------------------------------------ outputs
     def metadata(self) -> dict[str, Any]:
-        size = int(self.args["imgsz"])
+        pre = self.preprocess()
         return {
             "classes": self.classes,
             "preprocess": {
-                "input_size": [size, size],
-                "resize_size": size,
-                "interpolation": "bilinear",
-                "mean": list(self.args["mean"]),
-                "std": list(self.args["std"]),
-                "crop": True,
+                "input_size": list(pre.input_size),
+                "resize_size": pre.resize_size,
+                "interpolation": pre.interpolation,
+                "mean": list(pre.mean),
+                "std": list(pre.std),
+                "crop": pre.crop,
             },
             **({"teacher": str(self.args["teacher"])} if self.args.get("teacher") else {}),
         }
