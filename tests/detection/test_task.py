@@ -159,6 +159,39 @@ def test_runner_passes_only_accepted_overrides_and_keeps_errors():
     assert set(_Runner(model, args, torch.device("cpu")).options) == {"score_threshold", "iou_threshold", "max_det"}
 
 
+class _CuttingDetector(torch.nn.Module):
+    """Ten detections, class 0 scoring above class 1; ``max_det`` cuts as a real detector's NMS does (default 4)."""
+
+    num_classes = 2
+    max_det = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[int | None] = []
+
+    def predict(self, images, *, max_det=None):
+        self.asked.append(max_det)
+        keep = self.max_det if max_det is None else max_det
+        scores = torch.linspace(0.9, 0.1, 10)
+        labels = torch.tensor([0] * 5 + [1] * 5)
+        boxes = torch.arange(10, dtype=torch.float32)[:, None] + torch.tensor([0.0, 0, 4, 4])
+        return [{"boxes": boxes[:keep], "scores": scores[:keep], "labels": labels[:keep]} for _ in images]
+
+
+@pytest.mark.parametrize(("max_det", "kept"), [(3, 3), (None, 4)])
+def test_classes_filter_comes_before_the_max_det_cut(max_det, kept):
+    """``classes=`` keeps up to ``max_det`` detections of those classes (as ultralytics does): here the model's best
+    detections are all of class 0, and a cut before the filter left none of class 1."""
+    model = _CuttingDetector()
+    runner = _Runner(model, {"conf": None, "iou": None, "max_det": max_det, "classes": [1]}, torch.device("cpu"))
+    out = runner([torch.zeros(3, 8, 8, dtype=torch.uint8)])[0]
+    assert out["labels"].tolist() == [1] * kept
+    assert out["scores"].tolist() == pytest.approx(torch.linspace(0.9, 0.1, 10)[5 : 5 + kept].tolist())
+    assert model.asked[-1] > 10  # the model was asked for everything, the cut came after the filter
+    plain = _Runner(model, {"conf": None, "iou": None, "max_det": max_det, "classes": None}, torch.device("cpu"))
+    assert len(plain([torch.zeros(3, 8, 8, dtype=torch.uint8)])[0]["scores"]) == (max_det or 4)
+
+
 def test_inference_tool_on_images_and_video(mask_run, tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()

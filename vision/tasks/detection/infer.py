@@ -9,7 +9,8 @@ Keys (besides the common ones): ``conf`` (score threshold), ``iou`` (NMS IoU thr
 ``max_det`` (detections per image; default: the model's), ``imgsz`` (inference size, the longer side, for models
 whose ``predict`` takes one, e.g. YOLO; default: the size it was trained at; a model of fixed input size, such as an
 exported file, accepts only its own), ``classes`` (keep only these classes: names or data-set
-label indices, e.g. ``classes=[0,2]`` or ``classes=RBC,WBC``), ``line_width`` (box outline in pixels),
+label indices, e.g. ``classes=[0,2]`` or ``classes=RBC,WBC``; up to ``max_det`` detections of them, the filter
+comes before the cut), ``line_width`` (box outline in pixels),
 ``save_json``, ``explain`` (``gradcam`` or ``eigencam``: a heat map ``<stem>_<method>.png`` beside each annotated
 image, YOLO models only; refused for videos) and ``explain_class`` (with ``explain=gradcam``). Every key is checked
 before anything is written.
@@ -117,9 +118,25 @@ class _Runner:
             self.options = wanted
         else:
             self.options = {k: v for k, v in wanted.items() if k in params}
+        if self.classes is not None:
+            self._classes_before_max_det(model, "max_det" in self.options or "max_det" in params)
         if args.get("imgsz") is not None:
             self.options.update(_imgsz_option(model, int(args["imgsz"]), "imgsz" in params))
         self.line_width = int(args.get("line_width") or 2)
+
+    def _classes_before_max_det(self, model: nn.Module, takes_max_det: bool) -> None:
+        """``classes=`` keeps up to ``max_det`` detections *of those classes*, as ultralytics does, not what is left
+        of the model's ``max_det`` best after the others are dropped: the model is asked for every detection
+        (:data:`ALL_DETECTIONS`; its NMS is per class, so dropping classes afterwards is the same as before), and the
+        cut to ``max_det`` (the model's own by default) comes after the class filter. An exported file cuts inside
+        its graph: said in one line."""
+        own = next((v for v in _max_det_defaults(model) if v is not None), None)
+        if takes_max_det:
+            self.max_det = self.max_det if self.max_det is not None else own
+            self.options["max_det"] = ALL_DETECTIONS
+        elif own is not None:
+            print(f"classes= keeps the wanted classes among the {own} detections the exported file returns per image "
+                  "(its max_det, applied inside the file)")  # fmt: skip
 
     @torch.no_grad()
     def __call__(self, images: list[Tensor], paths: Sequence[str | None] | None = None) -> list[Results]:
@@ -136,6 +153,30 @@ class _Runner:
             )
             for img, d, path in zip(images, dets, paths)
         ]
+
+
+#: ``max_det`` asked of a model when ``classes=`` filters its output (the class filter comes before the real cut)
+ALL_DETECTIONS = 100_000
+
+
+def _max_det_defaults(model: nn.Module) -> list[int | None]:
+    """Where detectors keep their default detections per image: ``max_det`` (YOLO), ``detections_per_img`` (SSD),
+    ``roi_heads.detections_per_img`` (R-CNN), the ``max_det`` of an exported file's metadata."""
+    heads = getattr(model, "roi_heads", None)
+    meta = getattr(model, "metadata", None)
+    found = [
+        getattr(model, "max_det", None),
+        getattr(model, "detections_per_img", None),
+        getattr(heads, "detections_per_img", None),
+        meta.get("max_det") if isinstance(meta, dict) else None,
+    ]
+    out: list[int | None] = []
+    for value in found:
+        try:
+            out.append(int(float(value)) if value is not None and not isinstance(value, bool) else None)
+        except (TypeError, ValueError):
+            out.append(None)
+    return out
 
 
 def _imgsz_option(model: nn.Module, imgsz: int, takes_it: bool) -> dict[str, int]:
