@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -111,6 +112,23 @@ def test_val_of_onnx_goes_through_load_onnx(cls_run, det_run, tmp_path, fake_dep
     assert made[-1].calls > 0 and metrics["top1"] == pytest.approx(float(_last_row(cls_run)["top1"]), abs=1e-6)
     synthetic = ["data=synthetic", "synthetic.train=8", "synthetic.val=4", "synthetic.size=64", "batch=4"]
     _, metrics = evaluate([f"weights={tmp_path / 'det.onnx'}", *synthetic, f"project={tmp_path}"])
+    assert made[-1].calls > 0 and metrics["map"] == pytest.approx(float(_last_row(det_run)["map"]), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_val_of_an_exported_file_in_its_run_uses_the_runs_data_keys(det_run, tmp_path, fake_deploy, capsys):
+    """``vision export`` writes ``<run>/weights/best.onnx``; ``vision val`` of it with only ``data=synthetic`` (as
+    the README shows) rebuilds the run's own split (8/4 images at 64 px), not the default synthetic set."""
+    factory, made = fake_deploy
+    det_model = load_model(str(det_run / "weights" / "last.safetensors"))
+    factory["best.onnx"] = lambda: _FakeOnnx(det_model, "detection", {"input_size": [64, 64], "letterbox": True})
+    run = tmp_path / "run"
+    (run / "weights").mkdir(parents=True)
+    shutil.copy(det_run / "args.yaml", run / "args.yaml")
+    (run / "weights" / "best.onnx").write_bytes(b"onnx")
+    _, metrics = evaluate([f"weights={run / 'weights' / 'best.onnx'}", "data=synthetic", f"project={tmp_path}"])
+    out = capsys.readouterr().out
+    assert "validation data from its run's" in out and "on synthetic (4 images)" in out
     assert made[-1].calls > 0 and metrics["map"] == pytest.approx(float(_last_row(det_run)["map"]), abs=1e-6)
 
 

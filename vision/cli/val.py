@@ -174,7 +174,7 @@ def _run_args(args: dict[str, Any], onnx_model: Any | None) -> tuple[dict[str, A
     weights, model = str(args["weights"]), str(args["model"] or "")
     if onnx_model is not None:
         pre = dict(getattr(onnx_model, "preprocess", None) or {})
-        run = resolve_args([f"task={onnx_model.task}"])
+        run = _exporting_run(weights, onnx_model.task, args) or resolve_args([f"task={onnx_model.task}"])
         size = pre.get("input_size")
         if size:
             run["imgsz"] = int(size[-1] if isinstance(size, list | tuple) else size)
@@ -188,6 +188,22 @@ def _run_args(args: dict[str, Any], onnx_model: Any | None) -> tuple[dict[str, A
     if not model:
         raise ArgumentError("model= is required (e.g. model=resnet18) unless weights= names a run or a trained file")
     return resolve_args([f"task={resolve_entry(model).task or 'classification'}", f"model={model}"]), {}
+
+
+def _exporting_run(weights: str, task: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    """The training arguments of the run an exported file sits in (``<run>/weights/<file>.onnx``, where ``vision
+    export`` writes it), so that its validation split is the run's (``synthetic.*``, ``val_fraction`` ...), as for the
+    run's own weights; ``None`` for a file elsewhere or in a run of another task. The file's input size and
+    normalisation still win (the caller applies them)."""
+    folder = Path(weights).resolve().parent
+    if folder.name != "weights" or not (folder.parent / "args.yaml").is_file():
+        return None
+    given = [k for k in _SPLIT_KEYS if args[k] is not None]
+    run = _saved_args(weights, folder.parent, {"task": task}, "", given)
+    if run.get("task") != task:
+        return None
+    print(f"weights={weights}: validation data from its run's {folder.parent / 'args.yaml'}")
+    return run
 
 
 def _task_keys(argv: list[str], run: dict[str, Any]) -> dict[str, Any]:
