@@ -25,8 +25,23 @@ def _is_url(value: str) -> bool:
 
 
 def _hash_from_filename(url: str) -> str | None:
-    m = re.search(r"-([0-9a-f]{8,64})\.[A-Za-z]+$", url.split("?", 1)[0])
-    return m[1] if m else None
+    """The SHA-256 prefix that torchvision's convention puts at the end of a file name (``resnet18-f37072fd.pth`` ->
+    ``"f37072fd"``), or ``None``.
+
+    Only a suffix that can plausibly be one counts: 8-64 lower-case hex digits with at least one letter ``a-f``, so
+    that a date (``r18-20240101.pth``) or a step counter (``ckpt-00050000.pt``) is not taken for a hash.
+    """
+    m = re.search(r"-([0-9a-f]{8,64})\.[A-Za-z]+$", url.split("?", 1)[0].split("#", 1)[0])
+    return m[1] if m and re.search(r"[a-f]", m[1]) else None
+
+
+def _download_url(url: str, *, progress: bool | None = None) -> Path:
+    """The cached copy of ``url``'s file (see :func:`vision.hub.download.download`), checked against the hash its file
+    name carries by torchvision's convention (:func:`_hash_from_filename`), if any; a mismatch says where that hash
+    came from."""
+    expected = _hash_from_filename(url)
+    origin = f"the -{expected} suffix of the file name, torchvision's convention" if expected else None
+    return download(url, sha256=expected, sha256_from=origin, progress=progress)
 
 
 def _resolve_weights(entry: Entry, tag: str | None, weights: WeightsArg) -> tuple[WeightsCard | None, Any]:
@@ -97,7 +112,7 @@ def load_weights(
         layout = card.layout if layout == "auto" and card.layout != "native" else layout
         source = f"{card.url} ({path})"
     elif isinstance(weights, str) and _is_url(weights):
-        path = download(weights, sha256=_hash_from_filename(weights), progress=progress)
+        path = _download_url(weights, progress=progress)
         source = f"{weights} ({path})"
     else:
         path = Path(weights)

@@ -178,10 +178,9 @@ def _file_head_size(net: nn.Module, source: Any) -> int | None:
 def _load_plain(model: str, weights: Any) -> nn.Module:
     entry = resolve_entry(model)
     if isinstance(weights, str) and _is_url(weights):
-        from vision._api import _hash_from_filename
-        from vision.hub.download import download
+        from vision._api import _download_url
 
-        weights = download(weights, sha256=_hash_from_filename(weights))  # a local copy: its card is found by hash
+        weights = _download_url(weights)  # a local copy: its card is found by hash
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         net = create_model(model, weights=weights)
