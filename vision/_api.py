@@ -195,6 +195,10 @@ def _build(entry: Entry, *, features: bool, card: WeightsCard | None, source: An
         where = caller.group(1) if caller else entry.name
         raise ValueError(f"{entry.name} takes no argument {bad.group(1)!r} (model_kwargs.{bad.group(1)}=): {where} "
                          "has no such parameter") from err  # fmt: skip
+    if entry.task == "classification" and not features and isinstance(model, nn.Module):
+        from vision.backbones.classifier import adopt_classifier
+
+        model = adopt_classifier(model, num_classes=kwargs.get("num_classes"))  # a plugin's plain logits network
     if source is not None and source is not True:
         load_weights(model, source, layout=layout)
     if card is not None and getattr(model, "card", "absent") is None:

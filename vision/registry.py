@@ -8,6 +8,13 @@ Installed packages add models through the entry-point group ``vision.models``: e
 callable) that registers builders when imported (called). Plugins are discovered lazily, the first time a name is
 looked up or models are listed; a plugin that fails to import produces a warning naming it, never a crash.
 
+What a builder returns, per task: for ``classification`` any ``nn.Module`` mapping images ``[B, 3, H, W]`` to logits
+``[B, K]`` (:func:`vision.create_model` gives it the zoo classifiers' ``loss``, ``predict`` and ``eval_transforms``,
+so it trains, predicts and exports like ``resnet18``); a ``detection`` model needs ``loss(images, targets)`` and
+``predict(images)``, a ``generation`` model ``sample(n, labels=, seed=)`` and ``loss(batch)`` (or a GAN's
+``train_step``) — training refuses one without them in one line. A network meant to sit under the zoo's detection
+heads is registered as a backbone (see :mod:`vision.backbones`) instead.
+
 Example:
     >>> from vision.registry import MODELS
     >>> @MODELS.register("my_net", tags={"classification"}, task="classification")

@@ -20,7 +20,14 @@ from vision.hub.cards import Preprocess, WeightsCard
 from vision.ops.image_range import check_normalised_range
 from vision.utils.parallel import split_batch
 
-__all__ = ["EvalTransform", "ImageClassifier", "TimmClassifier", "classification_loss", "eval_transforms"]
+__all__ = [
+    "EvalTransform",
+    "ImageClassifier",
+    "TimmClassifier",
+    "adopt_classifier",
+    "classification_loss",
+    "eval_transforms",
+]
 
 
 class EvalTransform:
@@ -151,6 +158,34 @@ class _ClassifierMixin:
             return out
         finally:
             self.train(was_training)  # type: ignore[attr-defined]
+
+
+_ADOPTED: dict[type, type] = {}
+
+
+def adopt_classifier(model: nn.Module, *, num_classes: int | None = None) -> nn.Module:
+    """Give a plain classification module (``images [B, 3, H, W] -> logits [B, K]``, e.g. a plugin's own network) the
+    interface of the zoo's classifiers, in place: ``loss``, ``predict``, ``eval_transforms`` and the ``card``,
+    ``categories`` and ``num_classes`` attributes. Its class becomes a subclass of its own class and the mixin, so
+    its forward, its own methods (a ``loss`` it has wins) and its state dict are unchanged. A model that already has
+    the interface is returned as it is.
+
+    Example:
+        >>> net = adopt_classifier(MyNet(), num_classes=10)  # now trains, predicts and exports like resnet18
+    """
+    if isinstance(model, _ClassifierMixin) or all(hasattr(model, m) for m in ("loss", "predict", "eval_transforms")):
+        return model
+    cls = type(model)
+    if cls not in _ADOPTED:
+        attrs = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__}
+        _ADOPTED[cls] = type(cls.__name__, (cls, _ClassifierMixin), attrs)
+    model.__class__ = _ADOPTED[cls]
+    for name in ("card", "categories"):
+        if not hasattr(model, name):
+            setattr(model, name, None)
+    if num_classes is not None and not hasattr(model, "num_classes"):
+        model.num_classes = int(num_classes)
+    return model
 
 
 class ImageClassifier(_ClassifierMixin, _Adopted):

@@ -167,6 +167,18 @@ class Task:
         split``)."""
         self.say(f"{why}: training runs without validation (weights/last.safetensors only)")
 
+    def require_methods(self, model: nn.Module, methods: Mapping[str, str], hint: str = "") -> None:
+        """Refuse, in one line naming ``model=``, a model that lacks a method this task calls (``methods``: name ->
+        its signature, shown in the message); e.g. a plugin's plain ``nn.Module`` registered for a task whose
+        training needs its ``loss``. ``hint`` ends the message (what to build instead)."""
+        missing = [f"{name}()" for name in methods if not callable(getattr(model, name, None))]
+        if missing:
+            from vision.utils.keys import ArgumentError
+
+            needs = " and ".join(f"{name}{signature}" for name, signature in methods.items())
+            raise ArgumentError(f"model={self.args.get('model')} ({type(model).__name__}) has no "
+                                f"{' and no '.join(missing)}: a {self.name} model needs {needs}{hint}")  # fmt: skip
+
     def trained_weights(self, run_dir: Path) -> Path:
         """The weights file of ``run_dir`` that inference should use: ``weights/best.safetensors`` when the run wrote
         one (it validated), else ``weights/last.safetensors`` (a run without validation writes no best)."""

@@ -278,6 +278,11 @@ class DetectionTask(Task):
         model = vision.create_model(
             str(self.args["model"]), weights=weights, num_classes=num_classes, **dict(self.args["model_kwargs"])
         )
+        self.require_methods(
+            model,
+            {"loss": "(images, targets) -> dict of losses", "predict": "(images) -> detections per image"},
+            "; or use your network as a backbone under one of the zoo's heads (model=yolo model_kwargs.backbone=NAME)",
+        )
         model.categories = list(self.classes)
         self.model = model
         if self.args.get("teacher"):  # loaded before training starts: a bad teacher fails early

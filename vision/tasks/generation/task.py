@@ -186,6 +186,10 @@ class GenerationTask(Task):
             kwargs[key] = value
         weights: Any = self.args.get("weights") or None
         model = vision.create_model(self.args["model"], weights=weights, **kwargs)
+        needs = {"sample": "(n, labels=, seed=) -> uint8 images [n, C, S, S]"}
+        if not callable(getattr(model, "train_step", None)):  # a GAN trains through its own step
+            needs["loss"] = "(batch) -> dict of losses (or a GAN's train_step(batch, optimizers, step=, autocast=))"
+        self.require_methods(model, needs)
         if self.num_classes:
             model.categories = list(self.classes)
         return model
