@@ -5,6 +5,7 @@ Usage::
     vision export weights=runs/detection/train format=onnx        # -> runs/detection/train/weights/best.onnx
     vision export model=efficientnet_lite0 weights=lukemelas_in1k source=photos/ int8=true data=photos/
     vision export weights=runs/detection/train int8=true data=bccd imgsz=640
+    vision export weights=runs/detection/train int8=true data=synthetic synthetic.val=32   # the run's synthetic.*
 
 Keys: ``weights`` (run folder, weights file, tag or URL), ``model`` (architecture, when ``weights`` does not name it),
 ``format`` (``onnx``), ``imgsz`` (square input side; default the model's; YOLO rounds it up to its stride, with a
@@ -14,22 +15,29 @@ takes any image size), ``opset`` (17 to the highest the installed torch's TorchS
 ``source`` (images for the onnxruntime check; default ``data``'s val images, else scikit-image's sample photos),
 ``check_images`` (8), ``int8`` (also write ``<file>.int8.onnx``, static QDQ), ``data`` (check and calibration
 images: a registered dataset of the model's task, e.g. ``bccd`` for a detector or ``digits`` for a classifier, a
-detection data spec, or a folder/glob), ``calib`` (calibration images, 300), ``file`` (output path). A bad value
+detection data spec, or a folder/glob), ``calib`` (calibration images, 300), ``file`` (output path); any key of the
+task's training arguments that shapes the data (``synthetic.val=32``, ``val_fraction=0.1`` ...). A bad value
 (including a ``data=`` of another task and a ``file=`` that cannot be written) stops the command with one ``error:``
 line before anything is written.
 
+With ``weights=`` a training run (or a file in its ``weights/``) and ``data=`` the run's own data, the check,
+calibration and int8 report images are the run's splits rebuilt from its ``args.yaml``, as ``vision val`` rebuilds
+them (``synthetic.*``, ``imgsz``, ``val_fraction`` ...), each key given here overriding the run's; a ``data=`` other
+than the run's is built from its own defaults and the keys given here.
+
 The command prints the onnxruntime check against the PyTorch model (classifier: the same top-5 labels, and logits
 within ``1e-4 + 1e-5 * max|logit|`` per image, reported separately; detector: boxes at IoU >= 0.99, scores within
-1e-3, same counts; YOLO on the file's letterboxed square canvas, see :mod:`vision.deploy.check`) and exits 1 when it
-fails; with ``int8=true`` it also prints the accuracy (top-1 agreement with fp32) or mAP delta of int8 against fp32
-on the validation split.
+1e-3, near ties of NMS and at the ``max_det``/``conf`` cut-off counted; YOLO on the file's letterboxed square canvas,
+see :mod:`vision.deploy.check`) and exits 1 when it fails (a detector with no detection on either side says that
+nothing was compared, exit 0); with ``int8=true`` it also prints the accuracy (top-1 agreement with fp32) or mAP
+delta of int8 against fp32 on the validation split.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +45,7 @@ import numpy as np
 import torch
 
 from vision.cli.common import USER_ERRORS, command_line, fail, user_message
-from vision.utils.keys import ArgumentError, check_keys, flag, integer, number, parse_overrides
+from vision.utils.keys import ArgumentError, check_keys, flag, integer, number, override_key, parse_overrides
 
 __all__ = ["KEYS", "SCHEMA", "main"]
 
@@ -119,12 +127,72 @@ def _check_data_name(data: str) -> None:
         _image_files(data, "data")
 
 
-def _data_split(data: str, task: str, split: str) -> Any | None:
+#: the data a task trains on when its ``data`` is empty (to tell whether ``data=`` names a run's own data)
+_DEFAULT_DATA = {"detection": "synthetic", "classification": "digits"}
+
+
+def _same_data(given: str, ran: str) -> bool:
+    """Whether ``data=given`` names the data a run recorded as ``ran`` (the same name, or the same file or folder)."""
+    if given == ran:
+        return True
+    a, b = Path(given), Path(ran)
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
+
+
+def _trained_run(args: dict[str, Any], task: str) -> dict[str, Any] | None:
+    """The training arguments of ``weights=`` (a run folder, a file in its ``weights/``, or a ``.safetensors`` file
+    written by training; see :func:`vision.cli.val.trained_run_args`) when ``data=`` names that run's own data."""
+    from vision.cli.val import trained_run_args
+
+    if not args["weights"] or not args["data"]:
+        return None
+    trained = trained_run_args(str(args["weights"]), str(args["model"] or ""), given=("data", "imgsz", "batch"))
+    ran = trained[0].get("data") if trained is not None else None
+    if not isinstance(ran, str) or not _same_data(str(args["data"]), ran or _DEFAULT_DATA.get(task, "")):
+        return None
+    return trained[0]
+
+
+def _data_args(args: dict[str, Any], task_argv: Sequence[str], task: str) -> dict[str, Any]:
+    """The training arguments that shape ``data=``'s splits (:func:`_data_split`): a trained run's own (when
+    ``data=`` names its data, :func:`_trained_run`) with the command line's keys applied, else only the command
+    line's (``imgsz=`` and the task's keys in ``task_argv``, e.g. ``synthetic.val=32``).
+
+    Raises:
+        ArgumentError: a key of ``task_argv`` that the task's training arguments lack, or a bad value.
+    """
+    from vision.engine.config import COMMON_SCHEMA, resolve_args
+    from vision.engine.task import get_task
+
+    run = _trained_run(args, task)
+    base = run if run is not None else resolve_args([f"task={task}"])
+    given = [override_key(a) for a in task_argv]
+    known = {**KEYS, **base}  # a misspelt key is told the closest of the export's and the task's keys
+    shaped = {k: v for k, v in parse_overrides(task_argv, known, open_sections=("model_kwargs",)).items() if k in base}
+    shaped = check_keys(shaped, {**COMMON_SCHEMA, **get_task(task).schema}, base, only=given)
+    if args["imgsz"] is not None:
+        shaped["imgsz"], given = int(args["imgsz"]), [*given, "imgsz"]
+    return shaped if run is not None else {k: shaped[k] for k in {g.split(".")[0] for g in given}}
+
+
+def _data_split(data: str, task: str, split: str, shaping: Mapping[str, Any] | None = None) -> Any | None:
     """The ``split`` of a registered dataset of ``task`` (or of a detection data spec), items ``(uint8 [3, H, W],
-    target)``; ``None`` when ``data`` is neither (a folder or glob); ``ValueError`` for a dataset of another task."""
+    target)``; ``None`` when ``data`` is neither (a folder or glob); ``ValueError`` for a dataset of another task.
+
+    ``shaping`` (:func:`_data_args`) gives what the task gives the dataset: ``imgsz`` and ``val_fraction`` for a
+    classification dataset, the ``synthetic`` section for ``data=synthetic``; a key it lacks keeps the dataset's
+    default."""
     from vision.tasks._data import registered_split
 
-    ds = registered_split(data, task, split, {"transform": None})
+    shaping = shaping or {}
+    offered: dict[str, Any] = {"transform": None}
+    options: dict[str, Any] = {}
+    if task == "classification":
+        offered |= {name: shaping[key] for key, name in (("imgsz", "size"), ("val_fraction", "val_fraction"))
+                    if shaping.get(key) is not None}  # fmt: skip
+    elif data == "synthetic":
+        options = dict(shaping.get("synthetic") or {})
+    ds = registered_split(data, task, split, offered, options)
     if ds is not None or task != "detection":
         return ds
     from vision.tasks.detection.data import load_data_spec
@@ -177,15 +245,17 @@ def _sample_photos() -> list[torch.Tensor]:
     return [torch.from_numpy(np.array(p[..., :3])).permute(2, 0, 1) for p in photos if p.ndim == 3]
 
 
-def _images(args: dict[str, Any], split: str, limit: int, task: str) -> list[torch.Tensor]:
+def _images(
+    args: dict[str, Any], split: str, limit: int, task: str, shaping: Mapping[str, Any] | None = None
+) -> list[torch.Tensor]:
     """Up to ``limit`` uint8 ``[3, H, W]`` images: ``source`` (check) or ``data``'s ``split`` (a dataset of the
-    model's ``task``), else sample photos."""
+    model's ``task``, shaped by ``shaping``: :func:`_data_split`), else sample photos."""
     from vision.io import read_image
 
     where = args["source"] if split == "check" else ""
     data = str(args["data"] or "")
     if not where and data:
-        ds = _data_split(data, task, "val" if split in ("check", "val") else "train")
+        ds = _data_split(data, task, "val" if split in ("check", "val") else "train", shaping)
         if ds is not None:
             n = min(limit, len(ds))
             idx = np.linspace(0, len(ds) - 1, n).round().astype(int) if split == "check" else range(n)
@@ -215,10 +285,11 @@ def _calibration(onnx_model: Any, images: Sequence[torch.Tensor]) -> list[np.nda
     return out
 
 
-def _int8_report(args: dict[str, Any], fp32: Any, int8: Any) -> str:
-    """Accuracy or mAP of int8 against fp32 on the validation split (or on the check images)."""
+def _int8_report(args: dict[str, Any], fp32: Any, int8: Any, shaping: Mapping[str, Any] | None = None) -> str:
+    """Accuracy or mAP of int8 against fp32 on the validation split (shaped by ``shaping``: :func:`_data_split`), or
+    on the check images."""
     data = str(args["data"] or "")
-    ds = _data_split(data, fp32.task, "val") if data else None  # None for a folder or glob: no validation split
+    ds = _data_split(data, fp32.task, "val", shaping) if data else None  # None for a folder or glob: no val split
     if ds is not None and fp32.task == "detection":
         from vision.tasks.detection.coco_eval import COCOEvaluator, coco_from_dataset
 
@@ -234,7 +305,7 @@ def _int8_report(args: dict[str, Any], fp32: Any, int8: Any) -> str:
         return (f"int8 vs fp32 on {data} val ({len(ds)} images): mAP50-95 {b['map'] * 100:.2f} vs {a['map'] * 100:.2f} "
                 f"(delta {(b['map'] - a['map']) * 100:+.2f} points), mAP50 {b['map50'] * 100:.2f} vs "
                 f"{a['map50'] * 100:.2f} (delta {(b['map50'] - a['map50']) * 100:+.2f})")  # fmt: skip
-    images = _images(args, "val" if data else "check", 200, fp32.task)
+    images = _images(args, "val" if data else "check", 200, fp32.task, shaping)
     if not data:
         where = f"{len(images)} check images"
     elif ds is not None:
@@ -265,8 +336,9 @@ def _size_note(imgsz: int | None, onnx_model: Any) -> None:
               f"{onnx_model.imgsz}x{onnx_model.imgsz} inputs", file=sys.stderr)  # fmt: skip
 
 
-def run(args: dict[str, Any]) -> tuple[Path, bool]:
-    """Export, check (and quantise) as the keys say; returns ``(fp32 file, check passed)``."""
+def run(args: dict[str, Any], task_argv: Sequence[str] = ()) -> tuple[Path, bool]:
+    """Export, check (and quantise) as the keys say (``task_argv``: the task's data keys, e.g. ``synthetic.val=32``);
+    returns ``(fp32 file, check passed)``."""
     import vision
     from vision.deploy import check_export, export_onnx, load_onnx, quantize_int8
     from vision.deploy.export import MIN_OPSET, max_opset, model_kind
@@ -290,9 +362,10 @@ def run(args: dict[str, Any]) -> tuple[Path, bool]:
     task = "classification" if model_kind(model) == "classifier" else "detection"
     path = _output_path(args, model)
     _check_output(path, bool(args["file"]))
+    shaping = _data_args(args, task_argv, task)  # a trained run's data settings, the keys given here applied
     # every image is read before the file is written: a data= of another task stops the command here
-    images = [im.float() / 255 for im in _images(args, "check", int(args["check_images"]), task)]
-    calib_images = _images(args, "train", int(args["calib"]), task) if args["int8"] else []
+    images = [im.float() / 255 for im in _images(args, "check", int(args["check_images"]), task, shaping)]
+    calib_images = _images(args, "train", int(args["calib"]), task, shaping) if args["int8"] else []
     export_onnx(model, path, imgsz=args["imgsz"], batch=int(args["batch"]), dynamic=bool(args["dynamic"]),
                 opset=int(args["opset"]), score_threshold=args["conf"], iou_threshold=args["iou"],
                 max_det=args["max_det"])  # fmt: skip
@@ -308,7 +381,7 @@ def run(args: dict[str, Any]) -> tuple[Path, bool]:
         calib = _calibration(onnx_model, calib_images)
         q = quantize_int8(path, path.with_suffix(".int8.onnx"), calib)
         print(f"exported {q} ({q.stat().st_size / 2**20:.1f} MB, int8 QDQ, {len(calib)} calibration images)")
-        print(_int8_report(args, onnx_model, load_onnx(q)))
+        print(_int8_report(args, onnx_model, load_onnx(q), shaping))
     return path, result.ok
 
 
@@ -318,7 +391,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         return 0
     try:
-        _, ok = run(check_keys(parse_overrides(argv, KEYS), SCHEMA, KEYS))
+        own = [a for a in argv if "=" not in a or override_key(a) in KEYS]  # the rest: the task's data keys
+        _, ok = run(check_keys(parse_overrides(own, KEYS), SCHEMA, KEYS), [a for a in argv if a not in own])
     except (*USER_ERRORS, OSError, RuntimeError, NotImplementedError) as err:  # one error line, exit 2
         fail(user_message(err))
     if not ok:
