@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import glob
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -61,15 +63,14 @@ def decode_image(data: np.ndarray | bytes, *, path: str | os.PathLike = "<bytes>
 
     Raises:
         ImageReadError: ``empty_file`` for no bytes, ``unreadable`` when OpenCV cannot decode them or a JPEG has no
-            end-of-image marker (a truncated download).
+            end-of-image marker after the start of its scan (a truncated download; bytes after the marker, as in
+            motion photos, are allowed: see :func:`_jpeg_is_truncated`).
     """
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes | bytearray | memoryview) else data
     if buf.size == 0:
         raise ImageReadError(path, "empty_file")
-    if buf.size >= 4 and buf[0] == 0xFF and buf[1] == 0xD8:  # JPEG: the end-of-image marker must be near the end
-        tail = buf[-1024:].tobytes()
-        if b"\xff\xd9" not in tail:
-            raise ImageReadError(path, "unreadable", "truncated JPEG: no end-of-image marker")
+    if buf.size >= 4 and buf[0] == 0xFF and buf[1] == 0xD8 and _jpeg_is_truncated(buf.tobytes()):
+        raise ImageReadError(path, "unreadable", "truncated JPEG: no end-of-image marker")
     try:
         image = cv2.imdecode(buf, _FLAGS)
     except cv2.error as err:  # pragma: no cover - OpenCV raises only for exotic inputs
@@ -77,6 +78,45 @@ def decode_image(data: np.ndarray | bytes, *, path: str | os.PathLike = "<bytes>
     if image is None:
         raise ImageReadError(path, "unreadable", "OpenCV could not decode the bytes")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+#: JPEG markers without a length field: TEM, RST0-RST7, SOI
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
+
+
+def _jpeg_is_truncated(data: bytes) -> bool:
+    """Whether a JPEG (``data`` starts with SOI, ``FF D8``) has no end-of-image marker (EOI, ``FF D9``) after the start
+    of its first scan (SOS, ``FF DA``).
+
+    The marker segments are walked from SOI by their length fields up to the first SOS, so a segment that holds its
+    own ``FF D9`` (the EXIF thumbnail in APP1 is a whole JPEG) is stepped over. From the scan on, ``FF D9`` can only
+    be the EOI: in entropy-coded data a 0xFF byte is always followed by 0x00 or a marker. Bytes after the EOI (motion
+    photos, camera trailers) are allowed, as libjpeg, PIL and OpenCV allow them. Stray bytes between segments are
+    skipped to the next 0xFF, as libjpeg does. Cut before the first scan counts as truncated too.
+    """
+    i, n = 2, len(data)
+    while i + 1 < n:
+        if data[i] != 0xFF:
+            i = data.find(b"\xff", i)
+            if i < 0:
+                return True
+            continue
+        marker = data[i + 1]
+        if marker == 0xFF or marker == 0x00:  # a fill byte, or a stuffed 0xFF between segments: not a marker
+            i += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0xD9:  # an EOI before any scan: not cut, OpenCV decides what it is
+            return False
+        if marker in _STANDALONE:
+            i += 2
+            continue
+        if i + 4 > n:
+            return True
+        end = i + 2 + (data[i + 2] << 8 | data[i + 3])
+        if marker == 0xDA:  # from the end: the EOI is usually the last two bytes
+            return data.rfind(b"\xff\xd9", end) < 0
+        i = end
+    return True
 
 
 def read_image(path: str | os.PathLike, *, layout: Literal["chw", "hwc"] = "chw") -> Tensor | np.ndarray:
@@ -131,24 +171,102 @@ def write_image(path: str | os.PathLike[str], image: torch.Tensor) -> Path:
     return p
 
 
-def expand_source(source: str | os.PathLike[str], *, videos: bool = False) -> list[Path]:
-    """Expand a file, a folder (its images, sorted) or a glob pattern into a list of files.
+def expand_source(
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, videos: bool = False
+) -> list[Path]:
+    """Expand a file, a folder (its images, sorted), a glob pattern or a list of these into a list of files.
+
+    Args:
+        source: one path, folder or glob; or a list/tuple of them (what ``source=[a.png,b.png]`` on the command line
+            gives), each expanded on its own and joined in the order given. A string that is no existing file or
+            folder and no glob that matches is split at commas: ``"a.jpg,b.jpg"`` is ``["a.jpg", "b.jpg"]`` (a file
+            whose name has a comma is used as it is when it exists). The same file reached twice (listed twice, or a
+            file and its folder) is kept twice: what to do with it is the caller's choice.
+        videos: also take video files (:data:`VIDEO_EXTENSIONS`); without it, a video named as a source is refused.
+
+    Returns:
+        The files, as ``Path`` objects.
 
     Raises:
-        FileNotFoundError: nothing matches; the message names ``source``.
+        FileNotFoundError: nothing matches, or ``source`` is a URL (nothing is downloaded); the message names
+            ``source``.
+        ValueError: a video where only images are read (``videos=False``), an empty list, or a list item that is not
+            a path.
+
+    Example:
+        >>> expand_source("cells/")  # [Path("cells/a.jpg"), Path("cells/b.png")]
+        >>> expand_source(["b.png", "a.png", "b.png"])  # [Path("b.png"), Path("a.png"), Path("b.png")]
     """
-    text = str(source)
+    if isinstance(source, list | tuple):
+        if not source:
+            raise ValueError("source is an empty list: give at least one image, folder or glob")
+        files: list[Path] = []
+        for i, item in enumerate(source):
+            if not isinstance(item, str | os.PathLike):
+                raise ValueError(
+                    f"source item {i} ({item!r}, {type(item).__name__}) is not a path: a source list holds image "
+                    "files, folders or globs"
+                )
+            files.extend(_expand_one(os.fspath(item), videos=videos))
+        return files
+    text = os.fspath(source) if isinstance(source, os.PathLike) else str(source)
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) > 1 and not Path(text).exists() and not _matches(text) and not _is_url(text):
+        if not all(parts):
+            raise FileNotFoundError(
+                f"source {text!r} is not a file, a folder or a glob that matches anything, and as a list of paths "
+                "separated by commas it has an empty item"
+            )
+        files = []
+        for part in parts:
+            try:
+                files.extend(_expand_one(part, videos=videos))
+            except FileNotFoundError as err:
+                raise FileNotFoundError(f"{err} (in {text!r}, read as paths separated by commas)") from None
+        return files
+    return _expand_one(text, videos=videos)
+
+
+#: why a video is refused where only images are read (``{its}``: "its" or "their")
+_VIDEO_HINT = "videos are read by tools/infer.py for detectors only; pass {its} frames as images"
+
+
+def _is_url(text: str) -> bool:
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text) is not None
+
+
+def _matches(text: str) -> bool:
+    """Whether ``text`` is a glob pattern that matches something."""
+    return any(ch in text for ch in "*?[") and next(glob.iglob(text, recursive=True), None) is not None
+
+
+def _expand_one(text: str, *, videos: bool) -> list[Path]:
+    """:func:`expand_source` of one file, folder or glob."""
     extensions = IMAGE_EXTENSIONS + (VIDEO_EXTENSIONS if videos else ())
     p = Path(text)
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in extensions and f.is_file())
+        known = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+        found = sorted(f for f in p.iterdir() if f.suffix.lower() in known and f.is_file())
     elif p.is_file():
-        files = [p]
+        if not videos and p.suffix.lower() in VIDEO_EXTENSIONS:
+            raise ValueError(f"source {text!r} is a video: {_VIDEO_HINT.format(its='its')}")
+        return [p]
+    elif _is_url(text):
+        raise FileNotFoundError(
+            f"source {text!r} is a URL: sources are local image files, folders or globs (images are not "
+            "downloaded); download the file first and pass its path"
+        )
     elif any(ch in text for ch in "*?["):
-        files = sorted(Path(f) for f in glob.glob(text, recursive=True) if Path(f).suffix.lower() in extensions)
+        found = sorted(Path(f) for f in glob.glob(text, recursive=True))
     else:
         raise FileNotFoundError(f"source {text!r} is not a file, a folder or a glob that matches anything")
+    files = [f for f in found if f.suffix.lower() in extensions]
     if not files:
         kinds = "images or videos" if videos else "images"
-        raise FileNotFoundError(f"source {text!r} contains no {kinds} ({', '.join(extensions)})")
+        clips = [f.name for f in found if f.suffix.lower() in VIDEO_EXTENSIONS]
+        message = f"source {text!r} contains no {kinds} ({', '.join(extensions)})"
+        if clips:
+            shown = ", ".join(clips[:3]) + (", ..." if len(clips) > 3 else "")
+            message += f"; it has {len(clips)} video(s) ({shown}): {_VIDEO_HINT.format(its='their')}"
+        raise FileNotFoundError(message)
     return files

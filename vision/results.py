@@ -1,8 +1,9 @@
 """What ``model.predict(source)`` returns: one :class:`Results` per image, for every task.
 
-``source`` may be a path (file, folder or glob), a list of them, a PIL image, an ``uint8 [H, W, 3]`` RGB numpy array,
-a ``[3, H, W]`` tensor (``uint8``, or float in [0, 1]) or a list mixing these; :func:`load_sources` turns it into
-``uint8 [3, H, W]`` tensors. A preprocessed **batch** (a ``[B, 3, H, W]`` tensor, or a list of tensors for detectors)
+``source`` may be a path (file, folder, glob, or paths separated by commas), a list of them, a PIL image, an
+``uint8 [H, W, 3]`` RGB numpy array, a ``[3, H, W]`` tensor (``uint8``, or float in [0, 1]: 0..255 floats are refused)
+or a list mixing these; :func:`load_sources` turns it into ``uint8 [3, H, W]`` tensors. URLs and videos are not read.
+A preprocessed **batch** (a ``[B, 3, H, W]`` tensor, or a list of tensors for detectors)
 is the model's own input: ``predict`` then returns what it always returned (lists of dicts or of top-k tuples), see
 :func:`is_batch`.
 
@@ -42,8 +43,15 @@ def is_batch(source: Any) -> bool:
 
 
 def _from_array(array: np.ndarray, what: str) -> Tensor:
+    """``uint8 [H, W, 3]`` (or ``[H, W]``, ``[H, W, 1]``, ``[H, W, 4]``) RGB array -> ``uint8 [3, H, W]`` tensor."""
     if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"{what}: expected an uint8 [H, W, 3] RGB array, got {array.dtype} {tuple(array.shape)}")
+        hint = ""
+        if np.issubdtype(array.dtype, np.floating):  # 0..1 and 0..255 floats are not guessed apart
+            hint = (
+                ": float arrays are not read; pass the uint8 image (x.round().astype(np.uint8) for 0..255 values, "
+                "(x * 255).round().astype(np.uint8) for values in [0, 1])"
+            )
+        raise ValueError(f"{what}: expected an uint8 [H, W, 3] RGB array, got {array.dtype} {tuple(array.shape)}{hint}")
     if array.ndim == 2:
         array = array[:, :, None]
     if array.shape[2] == 1:
@@ -52,11 +60,22 @@ def _from_array(array: np.ndarray, what: str) -> Tensor:
 
 
 def _from_tensor(t: Tensor, what: str) -> Tensor:
+    """``[3, H, W]`` (or ``[1, H, W]``) ``uint8``, or float in [0, 1] -> ``uint8 [3, H, W]`` on the CPU.
+
+    A float image outside [0, 1] (with :func:`vision.ops.image_range.check_unit_range`'s small tolerance; 0..255
+    values, the usual mistake) or with NaN is refused, never scaled into a white image.
+    """
+    from vision.ops.image_range import check_unit_range
+
     if t.dim() != 3 or t.shape[0] not in (1, 3):
         raise ValueError(f"{what}: expected a [3, H, W] image tensor, got shape {tuple(t.shape)}")
     if t.dtype != torch.uint8:
         if not t.is_floating_point():
             raise ValueError(f"{what}: expected uint8 or float in [0, 1], got {t.dtype}")
+        try:
+            check_unit_range(t.detach()[None], what="predict source")
+        except ValueError as err:  # "image 0: ..." -> the source item
+            raise ValueError(f"{what}: {str(err).removeprefix('image 0: ')}") from None
         t = (t.detach().float() * 255.0).round().clamp(0, 255).to(torch.uint8)
     return t.detach().cpu().expand(3, -1, -1).contiguous()
 
@@ -64,26 +83,34 @@ def _from_tensor(t: Tensor, what: str) -> Tensor:
 def load_sources(source: Any) -> list[tuple[Tensor, str | None]]:
     """Every image of ``source`` (module docstring) as ``(uint8 [3, H, W] RGB tensor on the CPU, path or None)``.
 
+    A path is expanded by :func:`vision.io.expand_source` (a file, a folder, a glob, or a string of paths separated
+    by commas); each path in a list is one file, folder or glob. The same file given twice is read twice.
+
     Raises:
-        FileNotFoundError: a path that matches no image; ValueError: an array or tensor of the wrong shape or dtype,
-        or a source of another type (the message names it).
+        FileNotFoundError: a path that matches no image, or a URL (nothing is downloaded); ValueError: an array or
+        tensor of the wrong shape or dtype, a float tensor with values outside [0, 1] (e.g. 0..255), a video, or a
+        source of another type. The message names the item (``source[2] tensor: ...``) or the path.
     """
+    return _load(source, "source", in_list=False)
+
+
+def _load(source: Any, what: str, *, in_list: bool) -> list[tuple[Tensor, str | None]]:
     from vision.io import expand_source, read_image
 
-    if isinstance(source, str | os.PathLike):
-        return [(read_image(f), str(f)) for f in expand_source(source)]
+    if isinstance(source, str | os.PathLike):  # in a list, one path is one source (not split at commas)
+        return [(read_image(f), str(f)) for f in expand_source([source] if in_list else source)]
     if isinstance(source, Tensor):
-        return [(_from_tensor(source, "source tensor"), None)]
+        return [(_from_tensor(source, f"{what} tensor"), None)]
     if isinstance(source, np.ndarray):
-        return [(_from_array(source, "source array"), None)]
+        return [(_from_array(source, f"{what} array"), None)]
     if hasattr(source, "convert") and hasattr(source, "size"):  # a PIL image
-        return [(_from_array(np.asarray(source.convert("RGB")), "source PIL image"), None)]
+        return [(_from_array(np.asarray(source.convert("RGB")), f"{what} PIL image"), None)]
     if isinstance(source, list | tuple):
         if not source:
-            raise ValueError("source is an empty list")
-        return [item for s in source for item in load_sources(s)]
+            raise ValueError(f"{what} is an empty list")
+        return [item for i, s in enumerate(source) for item in _load(s, f"{what}[{i}]", in_list=True)]
     raise ValueError(
-        f"source of type {type(source).__name__} is not a path, folder, glob, PIL image, uint8 HWC array or "
+        f"{what} of type {type(source).__name__} is not a path, folder, glob, PIL image, uint8 HWC array or "
         "[3, H, W] tensor"
     )
 

@@ -53,6 +53,26 @@ def test_int8_report_is_on_the_runs_own_synthetic_val(yolo_run, tmp_path, capsys
     assert "int8 vs fp32 on synthetic val (5 images): mAP50-95" in capsys.readouterr().out
 
 
+def test_int8_without_data_calibrates_on_the_runs_own_data(yolo_run, tmp_path, capsys):
+    from vision.cli.main import main
+
+    argv = ["export", f"weights={yolo_run}", "int8=true", "calib=2", "check_images=1", f"file={tmp_path / 'y.onnx'}"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "int8=true: calibration and report on the run's data=synthetic" in out
+    assert "int8 vs fp32 on synthetic val (5 images): mAP50-95" in out
+
+
+def test_int8_without_data_and_without_a_run_is_refused(tmp_path, capsys):
+    from vision.cli.main import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["export", "model=resnet18", "int8=true", f"file={tmp_path / 'r.onnx'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and err == ["error: int8=true needs data= (calibration images: a dataset name, a data "
+                                           "spec or a folder)"]  # fmt: skip
+
+
 @pytest.mark.parametrize("weights", ["", "weights/best.safetensors"])
 def test_run_data_keys_and_overrides(yolo_run, weights):
     """The run folder or a file in its ``weights/``: the run's 5 validation images of 32 px, 6 for calibration; a

@@ -211,3 +211,44 @@ def test_detection_infer_imgsz_with_an_exported_file_is_checked_as_vision_val_ch
     exported.preprocess = {}  # an R-CNN file: resizes inside its graph
     with pytest.raises(ValueError, match="resizes each image inside its graph"):
         _imgsz_option(exported, 64, False)
+
+
+def test_sources_default_to_the_cli_threshold_and_take_the_cli_names(detector, tmp_path):
+    """``predict(source)`` scores above 0.25 unless told otherwise, as ``tools/infer.py`` (and ultralytics) do; a
+    batch keeps the model's own threshold (validation needs it). ``iou=`` is ``iou_threshold=``, as on the CLI."""
+    path = _images(tmp_path, 1)[0]
+    x = [read_image(path).float() / 255]
+    model_default = detector.predict(x)[0]
+    assert len(model_default["scores"]) > 0 and float(model_default["scores"].min()) < 0.25
+    (r,) = detector.predict(str(path))
+    at_cli_conf = detector.predict(x, score_threshold=0.25)[0]
+    assert torch.equal(r.scores, at_cli_conf["scores"]) and bool((r.scores >= 0.25).all())
+    (low,) = detector.predict(str(path), conf=0.001)
+    assert torch.equal(low.scores, model_default["scores"])
+    a = detector.predict(x, iou=0.3, score_threshold=0.0)[0]
+    b = detector.predict(x, iou_threshold=0.3, score_threshold=0.0)[0]
+    assert torch.equal(a["boxes"], b["boxes"]) and not torch.equal(
+        a["boxes"], detector.predict(x, conf=0.0)[0]["boxes"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        ({"conf": 1.5}, r"^conf=1\.5 must be a number in \[0, 1\]"),
+        ({"score_threshold": -0.1}, r"^score_threshold=-0\.1 must be a number in \[0, 1\]"),
+        ({"iou": 2}, r"^iou=2 must be a number in \[0, 1\]"),
+        ({"iou": 0.5, "iou_threshold": 0.5}, "give iou= or iou_threshold="),
+        ({"max_det": 0}, r"^max_det=0 must be a positive integer"),
+    ],
+)
+def test_bad_detection_options_are_refused(detector, options, said):
+    with pytest.raises(ValueError, match=said):
+        detector.predict([torch.rand(3, 32, 32)], **options)
+
+
+@pytest.mark.parametrize(("key", "value"), [("topk", 0), ("batch", 0), ("topk", 2.5)])
+def test_bad_classifier_options_are_refused(key, value):
+    model = vision.create_model("resnet18", num_classes=3)
+    with pytest.raises(ValueError, match=rf"^{key}={value!r} must be a positive integer"):
+        model.predict(torch.randint(0, 256, (3, 20, 20), dtype=torch.uint8), **{key: value})

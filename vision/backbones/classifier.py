@@ -118,10 +118,13 @@ class _ClassifierMixin:
         Raises:
             ValueError: a batch whose values cannot be a normalised image (e.g. unnormalised 0..255 floats); the
                 message says how to convert (``model.eval_transforms()``); an empty batch or image (``image i is
-                empty``).
+                empty``); ``topk`` or ``batch`` not a positive integer.
         """
         from vision.results import Results, load_sources
 
+        for key, value in (("topk", topk), ("batch", batch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key}={value!r} must be a positive integer")
         was_training = self.training  # type: ignore[attr-defined]
         self.eval()  # type: ignore[attr-defined]
         try:

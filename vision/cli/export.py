@@ -153,6 +153,18 @@ def _trained_run(args: dict[str, Any], task: str) -> dict[str, Any] | None:
     return trained[0]
 
 
+def _runs_data(args: dict[str, Any]) -> str:
+    """The ``data`` a training run named by ``weights=`` trained on (its task's default data when it recorded none),
+    or ``""`` when ``weights=`` names no training run."""
+    from vision.cli.val import trained_run_args
+
+    trained = trained_run_args(str(args["weights"]), str(args["model"] or "")) if args["weights"] else None
+    if trained is None:
+        return ""
+    run = trained[0]
+    return str(run.get("data") or _DEFAULT_DATA.get(str(run.get("task")), ""))
+
+
 def _data_args(args: dict[str, Any], task_argv: Sequence[str], task: str) -> dict[str, Any]:
     """The training arguments that shape ``data=``'s splits (:func:`_data_split`): a trained run's own (when
     ``data=`` names its data, :func:`_trained_run`) with the command line's keys applied, else only the command
@@ -351,7 +363,10 @@ def run(args: dict[str, Any], task_argv: Sequence[str] = ()) -> tuple[Path, bool
         raise ArgumentError(f"opset={args['opset']} is not supported: the TorchScript ONNX exporter of torch "
                             f"{torch.__version__} writes opsets {MIN_OPSET} to {max_opset()}")  # fmt: skip
     if args["int8"] and not args["data"]:
-        raise ArgumentError("int8=true needs data= (calibration images: a dataset name, a data spec or a folder)")
+        args["data"] = _runs_data(args)
+        if not args["data"]:
+            raise ArgumentError("int8=true needs data= (calibration images: a dataset name, a data spec or a folder)")
+        print(f"int8=true: calibration and report on the run's data={args['data']} (data= chooses other images)")
     if args["file"]:
         _check_output(Path(args["file"]), True)
     if args["data"]:

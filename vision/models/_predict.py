@@ -3,8 +3,9 @@
 Each family keeps its own ``predict(images, ...)`` on preprocessed batches; :func:`detection_predict` wraps it (one
 decorator line) so that a path, folder, glob, PIL image, numpy array or single ``[3, H, W]`` tensor gives one
 ``Results`` per image with data-set labels, while a batch (``[B, 3, H, W]`` or a list of tensors) gives exactly what
-it gave before. The ``conf`` (``score_threshold``) and ``batch`` (images per call) aliases work for both kinds of
-input. :func:`generation_predict` is the generators' ``predict``: ``n`` sampled images as ``Results``.
+it gave before. The ``conf`` (``score_threshold``), ``iou`` (``iou_threshold``) and ``batch`` (images per call)
+options work for both kinds of input; sources are scored above 0.25 unless told otherwise, as by ``tools/infer.py``.
+:func:`generation_predict` is the generators' ``predict``: ``n`` sampled images as ``Results``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 
 from vision.results import Results, is_batch, load_sources
 
-__all__ = ["detection_predict", "generation_predict"]
+__all__ = ["SOURCE_CONF", "detection_predict", "generation_predict"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,23 +42,49 @@ def _batch_size(value: Any) -> int | None:
     return size
 
 
+#: score threshold of ``predict(source)`` when none is given: what ``tools/infer.py`` and ultralytics use (a batch
+#: of tensors keeps the model's own, 0.001 for the zoo's detectors, which validation needs)
+SOURCE_CONF = 0.25
+
+_ALIASES = {"conf": "score_threshold", "iou": "iou_threshold"}
+
+
+def _options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the CLI's names (``conf``, ``iou``) turned into the detectors' and the thresholds and
+    ``max_det`` checked (``ValueError`` naming the key)."""
+    said = {name: name for name in _ALIASES.values()}
+    for alias, name in _ALIASES.items():
+        if alias in options:
+            if name in options:
+                raise ValueError(f"give {alias}= or {name}= (the same setting), not both")
+            options[name], said[name] = options.pop(alias), alias
+    for name in ("score_threshold", "iou_threshold"):
+        value = options.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1):
+            raise ValueError(f"{said[name]}={value!r} must be a number in [0, 1]")
+    value = options.get("max_det")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"max_det={value!r} must be a positive integer (detections kept per image)")
+    return options
+
+
 def detection_predict(method: F) -> F:
     """Decorate a detector's ``predict(images, **options)`` so that it also takes sources (module docstring).
 
-    ``batch`` (images per call; default 16 for sources, the whole batch for a batch) and the ``conf`` alias of
-    ``score_threshold`` are accepted for every input. For sources the result is ``list[Results]`` with boxes in each
-    image's pixels and data-set labels; for a batch, the method's own per-image list.
+    ``batch`` (images per call; default 16 for sources, the whole batch for a batch) and the CLI's names ``conf``
+    (``score_threshold``) and ``iou`` (``iou_threshold``) are accepted for every input; thresholds must lie in
+    [0, 1], ``max_det`` be a positive integer. For sources the result is ``list[Results]`` with boxes in each image's
+    pixels and data-set labels, scored above :data:`SOURCE_CONF` (0.25, as ``tools/infer.py``) unless a threshold is
+    given; for a batch, the method's own per-image list at the model's own threshold.
 
     Raises:
-        ValueError: ``conf`` and ``score_threshold`` both given, or ``batch`` not a positive integer.
+        ValueError: an option and its alias both given, a threshold outside [0, 1], ``max_det`` or ``batch`` not a
+            positive integer.
     """
 
     @functools.wraps(method)
     def predict(self: nn.Module, source: Any, **options: Any) -> Any:
-        if "conf" in options:
-            if "score_threshold" in options:
-                raise ValueError("give conf= or score_threshold= (the same threshold), not both")
-            options["score_threshold"] = options.pop("conf")
+        options = _options(options)
         batch = _batch_size(options.pop("batch", None))
         if is_batch(source):
             if batch is None or batch >= len(source):
@@ -66,6 +93,7 @@ def detection_predict(method: F) -> F:
             for start in range(0, len(source), batch):
                 out.extend(method(self, source[start : start + batch], **options))
             return out
+        options.setdefault("score_threshold", SOURCE_CONF)
         from vision.models.detection.common import label_offset, to_dataset_detections
 
         batch = batch or 16
