@@ -48,7 +48,8 @@ def _refused(capsys, monkeypatch, yolo, tmp_path, source, *keys: str) -> str:
         infer_main(["model=yolo_n", f"source={source}", "device=cpu", f"project={tmp_path / 'out'}", *keys])
     assert not (tmp_path / "out").exists(), "nothing is written (and nothing predicted) for a refused command"
     out, err = capsys.readouterr()
-    assert out == "", "no prediction is printed before the refusal"
+    said = [line for line in out.splitlines() if "without weights=" not in line]  # yolo_n's weights are random
+    assert said == [], "no prediction is printed before the refusal"
     return err.strip()
 
 

@@ -218,7 +218,7 @@ def _data_split(data: str, task: str, split: str, shaping: Mapping[str, Any] | N
     return CocoDetection(*spec[split]) if split in spec else None
 
 
-def _image_files(source: str, key: str = "source") -> list[Path]:
+def _image_files(source: str | list[str], key: str = "source") -> list[Path]:
     """The image files of ``source``; a path that matches nothing is named as the user's ``key=`` (``data=``)."""
     from vision.io import expand_source
 
@@ -372,7 +372,7 @@ def run(args: dict[str, Any], task_argv: Sequence[str] = ()) -> tuple[Path, bool
     if args["data"]:
         _check_data_name(str(args["data"]))  # a bad data= is named before the model is loaded
     if args["source"]:
-        _image_files(str(args["source"]))  # as is a bad source=
+        _image_files(args["source"])  # as is a bad source= (a path, a glob or a list of them)
     model = vision.load_model(str(args["weights"]) or None, model=str(args["model"]) or None)
     task = "classification" if model_kind(model) == "classifier" else "detection"
     path = _output_path(args, model)

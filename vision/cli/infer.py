@@ -1,4 +1,9 @@
-"""``tools/infer.py``: run a model on images, folders, globs or videos and write annotated results plus JSON.
+"""``tools/infer.py``: run a model on images, folders, globs or videos and write its results to a run folder.
+
+What is written depends on the task: a detector, each image or video annotated plus JSON (``labels/<stem>.json``,
+``predictions_coco.json``); a classifier, ``predictions.json`` (the top-k classes of each image); a generator, the
+images it draws (PNG files, a grid, ``samples.json``); with ``explain=``, a heat map per image. In a folder or glob,
+unreadable images are skipped with a warning.
 
 Usage::
 
@@ -102,6 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ArgumentError(
                 f"source={args['source']} does not apply to a generator: it draws new images (n= sets how many)"
             )
+        if not args["weights"] and onnx_model is None:
+            from vision.registry import split_name
+
+            if not split_name(str(args["model"]))[1]:  # "resnet18", not "resnet18.tv_in1k"
+                print(f"warning: model={args['model']} without weights=: its weights are random, so are its "
+                      "predictions; give weights= (a tag, a file or a training run)", flush=True)  # fmt: skip
         out_dir = task.infer(args)
     except (*USER_ERRORS, OSError, RuntimeError, NotImplementedError) as err:
         fail(user_message(err))

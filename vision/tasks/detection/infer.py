@@ -15,17 +15,30 @@ comes before the cut), ``line_width`` (box outline in pixels),
 image, YOLO models only; refused for videos) and ``explain_class`` (with ``explain=gradcam``). Every key is checked
 before anything is written.
 
-Outputs in ``<project>/detection/<name>``: each image annotated (boxes, class names, scores, masks) under its own
-name; each video as ``<stem>.mp4`` (OpenCV ``VideoCapture`` -> ``VideoWriter``, mp4v, the source's frame rate);
-``labels/<stem>.json`` per file (per frame for videos: ``{"frame", "detections"}``) with ``box`` (xyxy pixels),
-``score``, ``label`` (data-set label), ``name`` and, for masks, ``segmentation`` (COCO RLE); and
-``predictions_coco.json`` for all images in COCO format (``images``, ``categories``, ``annotations`` with ``score``;
-``category_id = label + 1``).
+Outputs in ``<project>/detection/<name>``: each image annotated (boxes, class names, scores, masks) as
+``<stem><ext>`` (``.jpg``, ``.jpeg``, ``.png`` and ``.bmp`` keep their extension, other images are written as
+``.png``); each video as ``<stem>.mp4`` (OpenCV ``VideoCapture`` -> ``VideoWriter``, mp4v, the source's frame rate);
+``labels/<stem>.json`` per file (``{"file": <source path>, "detections"}``; per frame for videos: ``[{"frame",
+"detections"}]``) with ``box`` (xyxy pixels), ``score``, ``label`` (data-set label), ``name`` and, for masks,
+``segmentation`` (COCO RLE); with ``explain=``, ``<stem>_<method>.png``; and ``predictions_coco.json`` for all
+images in COCO format (``images`` with ``file_name`` = the source path, ``categories``, ``annotations`` with
+``score``; ``category_id = label + 1``).
+
+No output of a run overwrites another: all outputs of one source share one name, ``<stem>``, and when one of them
+is already taken in this run (the same stem in another folder of a glob, or beside it with another extension; names
+compared without case) the source gets ``<stem>_2``, ``<stem>_3`` ..., the first free, in source order. The JSON's
+``"file"`` still names the source. Sources are handled in source order (consecutive images in batches of ``batch``).
+
+Several sources (a folder or a glob): an unreadable image (:class:`vision.io.ImageReadError`) is skipped with one
+``warning: <path>: <reason>; skipped`` line, the run goes on and its end counts the skipped files; when no source is
+readable, it is an error. A single unreadable file is an error. A run that fails before writing anything leaves no
+run folder behind.
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +50,7 @@ from vision._loader import load_model
 from vision.models.detection.common import filter_detections, label_offset, to_dataset_detections
 from vision.results import Results
 from vision.tasks._explain import EXPLAIN_KEYS, check_explain, write_explanation
+from vision.tasks._outputs import RunOutputs, count_skipped, read_images, run_folder
 from vision.utils.files import save_json
 
 __all__ = ["DETECTION_KEYS", "infer_detection", "resolve_classes"]
@@ -198,8 +212,9 @@ def _imgsz_option(model: nn.Module, imgsz: int, takes_it: bool) -> dict[str, int
     raise ValueError(f"imgsz={imgsz} does not apply to {name}: {size}; leave imgsz= out")
 
 
-def _video(runner: _Runner, path: Path, out_dir: Path, batch: int, want_json: bool) -> int:
-    """Annotate a video frame by frame into ``out_dir/<stem>.mp4``; returns the number of frames."""
+def _video(runner: _Runner, path: Path, out: Path, labels: Path | None, batch: int) -> int:
+    """Annotate a video frame by frame into ``out`` (``.mp4``) and, unless ``labels`` is ``None``, its detections per
+    frame into ``labels``; returns the number of frames."""
     import cv2
 
     cap = cv2.VideoCapture(str(path))
@@ -223,27 +238,42 @@ def _video(runner: _Runner, path: Path, out_dir: Path, batch: int, want_json: bo
                 drawn = result.plot(line_width=runner.line_width)
                 if writer is None:
                     h, w = drawn.shape[:2]
-                    writer = cv2.VideoWriter(
-                        str(out_dir / f"{path.stem}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h)
-                    )
+                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
                 writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
-                if want_json:
+                if labels is not None:
                     frames.append({"frame": index, "detections": result.to_dict()["detections"]})
                 index += 1
     finally:
         cap.release()
         if writer is not None:
             writer.release()
-    if want_json:
-        save_json(out_dir / "labels" / f"{path.stem}.json", frames)
-    print(f"{path}: {index} frames -> {out_dir / (path.stem + '.mp4')}")
+    if labels is not None:
+        save_json(labels, frames)
+    print(f"{path}: {index} frames -> {out}")
     return index
 
 
+def _coco_entries(image_id: int, first_id: int, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """COCO ``annotations`` (ids from ``first_id``) of one image's detection records (``Results.to_dict``)."""
+    out = []
+    for k, r in enumerate(records):
+        x0, y0, x1, y1 = r["box"]
+        ann = {"id": first_id + k, "image_id": image_id, "category_id": r["label"] + 1,
+               "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)], "score": r["score"],
+               "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": 0}  # fmt: skip
+        if "segmentation" in r:
+            ann["segmentation"] = r["segmentation"]
+        out.append(ann)
+    return out
+
+
 def infer_detection(args: dict[str, Any]) -> Path:
-    """Detect objects in images, folders, globs and videos; write annotated files and JSON (module docstring)."""
-    from vision.io import VIDEO_EXTENSIONS, expand_source, read_image
-    from vision.utils import increment_dir, pick_device
+    """Detect objects in images, folders, globs and videos; write annotated files and JSON (module docstring).
+
+    Returns the run folder. Raises ``OSError`` (an unreadable single file, a video that cannot be opened, a folder or
+    glob without a readable source), ``ValueError`` (a key that does not fit the model)."""
+    from vision.io import VIDEO_EXTENSIONS, expand_source
+    from vision.utils import pick_device
 
     device = pick_device(args["device"])
     model = args.get("_model") or load_model(
@@ -253,43 +283,49 @@ def infer_detection(args: dict[str, Any]) -> Path:
     files = expand_source(args["source"], videos=True)
     videos = [f for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
     args = {**args, "explain": check_explain(model, args, detector=True, videos=videos)}
-    out_dir = increment_dir(Path(args["project"]) / "detection", args["name"])
+    method = args.get("explain")
     want_json = bool(args.get("save_json", True))
     batch = max(1, int(args["batch"]))
+    names = RunOutputs("predictions_coco.json")
+    skipped: list[Path] = []
     images_meta: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    pictures = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
-    for f in videos:
-        _video(runner, f, out_dir, batch, want_json)
-    for start in range(0, len(pictures), batch):
-        chunk = pictures[start : start + batch]
-        imgs = [read_image(f) for f in chunk]
-        for f, img, result in zip(chunk, imgs, runner(imgs, [str(f) for f in chunk])):
-            suffix = f.suffix.lower() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".png"
-            result.save(out_dir / f"{f.stem}{suffix}", line_width=runner.line_width)
-            records = result.to_dict()["detections"]
-            if args.get("explain"):  # a heat map beside the annotated image (vision.tasks._explain)
-                write_explanation(model, img, out_dir / f"{f.stem}_{args['explain']}.png", args)
-            image_id = len(images_meta) + 1
-            images_meta.append({"id": image_id, "file_name": str(f), "height": int(img.shape[1]),
-                                "width": int(img.shape[2])})  # fmt: skip
-            for r in records:
-                x0, y0, x1, y1 = r["box"]
-                ann = {"id": len(annotations) + 1, "image_id": image_id, "category_id": r["label"] + 1,
-                       "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)], "score": r["score"],
-                       "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": 0}  # fmt: skip
-                if "segmentation" in r:
-                    ann["segmentation"] = r["segmentation"]
-                annotations.append(ann)
-            if want_json:
-                save_json(out_dir / "labels" / f"{f.stem}.json", {"file": str(f), "detections": records})
-            shown = ", ".join(f"{r['name']} {r['score']:.2f}" for r in records[:8])
-            more = f" (+{len(records) - 8})" if len(records) > 8 else ""
-            print(f"{f}: {len(records)} detections{': ' + shown if records else ''}{more}")
-    if want_json and pictures:
-        names = runner.names or []
-        n_cats = max(len(names), max((a["category_id"] for a in annotations), default=0))
-        cats = [{"id": k + 1, "name": names[k] if k < len(names) else str(k)} for k in range(n_cats)]
-        save_json(out_dir / "predictions_coco.json",
-                  {"images": images_meta, "categories": cats, "annotations": annotations})  # fmt: skip
+    with run_folder(Path(args["project"]) / "detection", args["name"]) as out_dir:
+        for is_video, group in itertools.groupby(files, key=lambda f: f.suffix.lower() in VIDEO_EXTENSIONS):
+            if is_video:
+                for f in group:
+                    base = names.claim(f.stem, "{}.mp4", "labels/{}.json")
+                    labels = out_dir / "labels" / f"{base}.json" if want_json else None
+                    _video(runner, f, out_dir / f"{base}.mp4", labels, batch)
+                continue
+            pictures = list(group)
+            for start in range(0, len(pictures), batch):
+                read = read_images(pictures[start : start + batch], skipped, skip=len(files) > 1)
+                if not read:
+                    continue
+                imgs = [img for _, img in read]
+                for (f, img), result in zip(read, runner(imgs, [str(f) for f, _ in read])):
+                    suffix = f.suffix.lower() if f.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".png"
+                    extra = [f"{{}}_{method}.png"] if method else []
+                    base = names.claim(f.stem, f"{{}}{suffix}", "labels/{}.json", *extra)
+                    result.save(out_dir / f"{base}{suffix}", line_width=runner.line_width)
+                    records = result.to_dict()["detections"]
+                    if method:  # a heat map beside the annotated image (vision.tasks._explain)
+                        write_explanation(model, img, out_dir / f"{base}_{method}.png", args)
+                    image_id = len(images_meta) + 1
+                    images_meta.append({"id": image_id, "file_name": str(f), "height": int(img.shape[1]),
+                                        "width": int(img.shape[2])})  # fmt: skip
+                    annotations.extend(_coco_entries(image_id, len(annotations) + 1, records))
+                    if want_json:
+                        save_json(out_dir / "labels" / f"{base}.json", {"file": str(f), "detections": records})
+                    shown = ", ".join(f"{r['name']} {r['score']:.2f}" for r in records[:8])
+                    more = f" (+{len(records) - 8})" if len(records) > 8 else ""
+                    print(f"{f}: {len(records)} detections{': ' + shown if records else ''}{more}")
+        count_skipped(args["source"], skipped, len(files))
+        if want_json and images_meta:
+            categories = runner.names or []
+            n_cats = max(len(categories), max((a["category_id"] for a in annotations), default=0))
+            cats = [{"id": k + 1, "name": categories[k] if k < len(categories) else str(k)} for k in range(n_cats)]
+            save_json(out_dir / "predictions_coco.json",
+                      {"images": images_meta, "categories": cats, "annotations": annotations})  # fmt: skip
     return out_dir
