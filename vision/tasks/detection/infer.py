@@ -47,6 +47,7 @@ import torch
 from torch import Tensor, nn
 
 from vision._loader import load_model
+from vision.models._predict import SOURCE_CONF
 from vision.models.detection.common import filter_detections, label_offset, to_dataset_detections
 from vision.results import Results
 from vision.tasks._explain import EXPLAIN_KEYS, check_explain, write_explanation
@@ -56,7 +57,7 @@ from vision.utils.files import save_json
 __all__ = ["DETECTION_KEYS", "infer_detection", "resolve_classes"]
 
 DETECTION_KEYS: dict[str, Any] = {
-    "conf": 0.25,
+    "conf": SOURCE_CONF,  # the same default as predict(source)
     "iou": None,
     "max_det": None,
     "imgsz": None,
