@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -103,6 +104,17 @@ def _handler(server: FileServer) -> type[http.server.BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
     return Handler
+
+
+@pytest.fixture(scope="module")
+def detector() -> torch.nn.Module:
+    """A randomly initialised 3-class YOLO-n for 64 px inputs (classes ``a``, ``b``, ``c``), in eval mode."""
+    import vision
+
+    torch.manual_seed(0)
+    model = vision.create_model("yolo_n", num_classes=3, imgsz=64).eval()
+    model.categories = ["a", "b", "c"]
+    return model
 
 
 @pytest.fixture

@@ -24,14 +24,6 @@ URL = "https://ultralytics.com/images/bus.jpg"
 
 
 @pytest.fixture(scope="module")
-def detector() -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = vision.create_model("yolo_n", num_classes=3, imgsz=64).eval()
-    model.categories = ["a", "b", "c"]
-    return model
-
-
-@pytest.fixture(scope="module")
 def classifier() -> torch.nn.Module:
     torch.manual_seed(0)
     return vision.create_model("csp_darknet_n", num_classes=3).eval()

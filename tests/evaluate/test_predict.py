@@ -40,14 +40,6 @@ def _sources(path: Path) -> dict[str, object]:
     }
 
 
-@pytest.fixture(scope="module")
-def detector() -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = vision.create_model("yolo_n", num_classes=3, imgsz=64).eval()
-    model.categories = ["a", "b", "c"]
-    return model
-
-
 def test_detection_results_from_every_source_equal_the_batch_output(detector, tmp_path):
     path = _images(tmp_path, 1)[0]
     image = read_image(path)
