@@ -28,11 +28,19 @@ def _hash_from_filename(url: str) -> str | None:
     """The SHA-256 prefix that torchvision's convention puts at the end of a file name (``resnet18-f37072fd.pth`` ->
     ``"f37072fd"``), or ``None``.
 
-    Only a suffix that can plausibly be one counts: 8-64 lower-case hex digits with at least one letter ``a-f``, so
-    that a date (``r18-20240101.pth``) or a step counter (``ckpt-00050000.pt``) is not taken for a hash.
+    Only a suffix that can plausibly be one counts: 8-64 lower-case hex digits, and when they are all decimal digits
+    (``efficientnet-lite0-57934424.pth`` is a real one) neither a zero-padded counter (``ckpt-00050000.pt``) nor
+    starting with a date (``r18-20240101.pth``, ``-20240101120000``).
     """
     m = re.search(r"-([0-9a-f]{8,64})\.[A-Za-z]+$", url.split("?", 1)[0].split("#", 1)[0])
-    return m[1] if m and re.search(r"[a-f]", m[1]) else None
+    if m is None:
+        return None
+    digits = m[1]
+    if not digits.isdigit():
+        return digits
+    year, month, day = int(digits[:4]), int(digits[4:6]), int(digits[6:8])
+    is_date = 1900 <= year <= 2199 and 1 <= month <= 12 and 1 <= day <= 31
+    return None if digits.startswith("0") or is_date else digits
 
 
 def _download_url(url: str, *, progress: bool | None = None) -> Path:

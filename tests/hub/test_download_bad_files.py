@@ -36,7 +36,9 @@ def _same(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
     [
         ("resnet18-f37072fd.pth", "f37072fd"),  # torchvision's convention
         ("vgg16-397923af.pth", "397923af"),
+        ("efficientnet-lite0-57934424.pth", "57934424"),  # lukemelas' file: a hash prefix of decimal digits only
         ("r18-20240101.pth", None),  # a date
+        ("r18-20240101120000.pth", None),  # a time stamp
         ("ckpt-00050000.pt", None),  # a step counter
         ("r18-1234567.pth", None),  # too short
         ("r18.pth", None),
