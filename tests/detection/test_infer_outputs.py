@@ -122,13 +122,30 @@ def test_unreadable_images_of_a_folder_are_skipped(capsys, monkeypatch, yolo, tm
     assert warnings == [
         f"warning: {src / 'b.jpg'}: not a readable image (OpenCV could not decode the bytes); skipped",
         f"warning: {src / 'd.png'}: the file is empty (0 bytes); skipped",
-        "warning: 2 of 4 files skipped: not readable images (named above)",
+        "warning: 2 of 4 files skipped: not readable (named above)",
     ]
     assert lines.index(warnings[-1]) == len(lines) - 2, "the count comes at the end, before the run folder"
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     assert written == {"a.jpg", "c.png", "labels/a.json", "labels/c.json", "predictions_coco.json"}
     coco = json.loads((out / "predictions_coco.json").read_text())
     assert [i["file_name"] for i in coco["images"]] == [str(src / "a.jpg"), str(src / "c.png")]
+
+
+def test_a_video_opencv_cannot_open_is_skipped_in_a_folder(capsys, monkeypatch, yolo, tmp_path):
+    src = tmp_path / "clips"
+    _image(src / "a.jpg", 40, 48)
+    (src / "broken.mp4").write_text("not a video", encoding="utf-8")
+    out, lines = _infer(capsys, monkeypatch, yolo, tmp_path, src)
+    warnings = [line for line in lines if line.startswith("warning:") and "without weights=" not in line]
+    assert warnings == [
+        f"warning: {src / 'broken.mp4'}: OpenCV cannot open the video; skipped",
+        "warning: 1 of 2 files skipped: not readable (named above)",
+    ]
+    assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} == {
+        "a.jpg",
+        "labels/a.json",
+        "predictions_coco.json",
+    }
 
 
 def test_a_run_that_fails_before_writing_leaves_no_folder(capsys, monkeypatch, yolo, tmp_path):
@@ -140,7 +157,7 @@ def test_a_run_that_fails_before_writing_leaves_no_folder(capsys, monkeypatch, y
     )  # a single named file: an error, as it always was
     (bad / "c.png").write_bytes(b"")
     assert _refused(capsys, monkeypatch, yolo, tmp_path, bad).splitlines() == [
-        f"error: source {str(bad)!r}: none of its 2 files is a readable image (each is named above)"
+        f"error: source {str(bad)!r}: none of its 2 files is readable (each is named above)"
     ]
 
     class Broken(torch.nn.Module):

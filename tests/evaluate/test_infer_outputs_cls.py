@@ -43,7 +43,7 @@ def test_unreadable_images_of_a_folder_are_skipped(capsys, monkeypatch, classifi
     out = Path(lines[-1].removeprefix("results saved to "))
     assert [line for line in lines if line.startswith("warning:") and "without weights=" not in line] == [
         f"warning: {src / 'b.jpg'}: not a readable image (OpenCV could not decode the bytes); skipped",
-        "warning: 1 of 3 files skipped: not readable images (named above)",
+        "warning: 1 of 3 files skipped: not readable (named above)",
     ]
     written = json.loads((out / "predictions.json").read_text())
     assert written == [r.to_dict() for r in classifier.predict([str(p) for p in good], topk=2)]
@@ -72,7 +72,7 @@ def test_a_run_that_fails_before_writing_leaves_no_folder(capsys, monkeypatch, c
     (bad / "c.png").write_bytes(b"")
     for source, message in [
         (bad / "b.jpg", f"{bad / 'b.jpg'}: not a readable image (OpenCV could not decode the bytes)"),
-        (bad, f"source {str(bad)!r}: none of its 2 files is a readable image (each is named above)"),
+        (bad, f"source {str(bad)!r}: none of its 2 files is readable (each is named above)"),
     ]:
         with pytest.raises(SystemExit) as info:
             _run(monkeypatch, classifier, tmp_path, source)

@@ -84,5 +84,5 @@ def count_skipped(source: Any, skipped: Sequence[Path], total: int) -> None:
     if not skipped:
         return
     if len(skipped) >= total:
-        raise OSError(f"source {str(source)!r}: none of its {total} files is a readable image (each is named above)")
-    print(f"warning: {len(skipped)} of {total} files skipped: not readable images (named above)", flush=True)
+        raise OSError(f"source {str(source)!r}: none of its {total} files is readable (each is named above)")
+    print(f"warning: {len(skipped)} of {total} files skipped: not readable (named above)", flush=True)

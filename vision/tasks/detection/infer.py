@@ -29,10 +29,10 @@ is already taken in this run (the same stem in another folder of a glob, or besi
 compared without case) the source gets ``<stem>_2``, ``<stem>_3`` ..., the first free, in source order. The JSON's
 ``"file"`` still names the source. Sources are handled in source order (consecutive images in batches of ``batch``).
 
-Several sources (a folder or a glob): an unreadable image (:class:`vision.io.ImageReadError`) is skipped with one
-``warning: <path>: <reason>; skipped`` line, the run goes on and its end counts the skipped files; when no source is
-readable, it is an error. A single unreadable file is an error. A run that fails before writing anything leaves no
-run folder behind.
+Several sources (a folder or a glob): an unreadable image (:class:`vision.io.ImageReadError`) or a video OpenCV
+cannot open is skipped with one ``warning: <path>: <reason>; skipped`` line, the run goes on and its end counts the
+skipped files; when no source is readable, it is an error. A single unreadable file is an error. A run that fails
+before writing anything leaves no run folder behind.
 """
 
 from __future__ import annotations
@@ -254,6 +254,17 @@ def _video(runner: _Runner, path: Path, out: Path, labels: Path | None, batch: i
     return index
 
 
+def _video_opens(path: Path) -> bool:
+    """Whether OpenCV can open the video ``path`` (a broken or unsupported file cannot be)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return bool(cap.isOpened())
+    finally:
+        cap.release()
+
+
 def _coco_entries(image_id: int, first_id: int, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """COCO ``annotations`` (ids from ``first_id``) of one image's detection records (``Results.to_dict``)."""
     out = []
@@ -295,6 +306,10 @@ def infer_detection(args: dict[str, Any]) -> Path:
         for is_video, group in itertools.groupby(files, key=lambda f: f.suffix.lower() in VIDEO_EXTENSIONS):
             if is_video:
                 for f in group:
+                    if len(files) > 1 and not _video_opens(f):  # as an unreadable image of a folder: skipped
+                        print(f"warning: {f}: OpenCV cannot open the video; skipped", flush=True)
+                        skipped.append(f)
+                        continue
                     base = names.claim(f.stem, "{}.mp4", "labels/{}.json")
                     labels = out_dir / "labels" / f"{base}.json" if want_json else None
                     _video(runner, f, out_dir / f"{base}.mp4", labels, batch)
