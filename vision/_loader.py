@@ -153,6 +153,8 @@ def _load_trained(path: Path, meta: dict[str, Any], run: Path | None, model: str
         raise RuntimeError(f"{path} does not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     if classes and hasattr(net, "categories"):
         net.categories = list(classes)
+    if meta.get("category_ids"):  # a detector's COCO category id per label, as in its training data
+        net.category_ids = [int(i) for i in meta["category_ids"]]
     if hasattr(net, "card") and meta.get("preprocess"):
         net.card = _card_from_metadata(net, meta, classes, str(run or path))
     net.task = meta.get("task") or args.get("task") or resolve_entry(str(name)).task

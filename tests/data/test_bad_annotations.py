@@ -154,7 +154,8 @@ def test_data_yaml_syntax_error_is_one_line_with_line_and_column(tmp_path: Path)
         ("train: [images, train.json]\nvalid: [images, train.json]\n",
          "{path}: unknown key 'valid' (did you mean 'val'?); known keys: path, train, val"),
         ("train: [images, train.json]\nnames: [cell, blob]\n",
-         "{path}: unknown key 'names'; known keys: path, train, val"),
+         "{path}: unknown key 'names' (class names and their number come from the COCO JSON's 'categories'); known "
+         "keys: path, train, val"),
         ("train: {imgs: images, annotations: train.json}\n",
          "{path}: train: unknown key 'imgs' (did you mean 'images'?); known keys: images, annotations"),
         ("path: 3\ntrain: [images, train.json]\n", "{path}: 'path' must be a folder name, got 3"),

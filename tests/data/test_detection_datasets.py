@@ -21,6 +21,7 @@ from vision.data import (
     detection_collate,
     masks_to_boxes,
 )
+from vision.data._bad import DataSummaryWarning
 from vision.registry import DATASETS
 
 
@@ -188,3 +189,27 @@ def test_synthetic_to_coco_round_trip() -> None:
     _, target = ds[2]
     for k, a in enumerate(coco.imgToAnns[2]):
         assert np.array_equal(coco.annToMask(a), target["masks"][k].numpy())
+
+
+def _roboflow(group_used: bool = False, group_super: str = "none") -> dict:
+    """A Roboflow-style COCO export: its project as category 0, the supercategory of every real class."""
+    cats = [{"id": 0, "name": "cells", "supercategory": group_super}] + [
+        {"id": i, "name": n, "supercategory": "cells"} for i, n in enumerate(["RBC", "WBC", "Platelets"], 1)
+    ]
+    anns = [{"id": k + 1, "image_id": 0, "category_id": c, "bbox": [4 * k, 4, 8, 8], "area": 64, "iscrowd": 0}
+            for k, c in enumerate([1, 2, 3, 1] + ([0] if group_used else []))]  # fmt: skip
+    return {"images": [{"id": 0, "file_name": "a.jpg", "width": 64, "height": 64}], "annotations": anns,
+            "categories": cats}  # fmt: skip
+
+
+def test_roboflow_group_category_is_not_a_class(tmp_path: Path) -> None:
+    with pytest.warns(DataSummaryWarning, match="category 'cells' .* is not a class"):
+        ds = CocoDetection(tmp_path, _roboflow(), check_files=False)
+    assert ds.classes == ["RBC", "WBC", "Platelets"] and ds.label_to_cat_id == {0: 1, 1: 2, 2: 3}
+    assert sorted(set(ds.records[0].labels.tolist())) == [0, 1, 2] and ds.group_category == "cells"
+    assert [c["id"] for c in ds.coco.dataset["categories"]] == [1, 2, 3]  # the evaluation ground truth too
+    # a category that boxes use, or one that is not every other's supercategory, stays a class
+    assert CocoDetection(tmp_path, _roboflow(group_used=True), check_files=False).classes[0] == "cells"
+    other = _roboflow()
+    other["categories"][3]["supercategory"] = "platelets"
+    assert CocoDetection(tmp_path, other, check_files=False).classes == ["cells", "RBC", "WBC", "Platelets"]

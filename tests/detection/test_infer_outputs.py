@@ -166,3 +166,33 @@ def test_a_run_that_fails_before_writing_leaves_no_folder(capsys, monkeypatch, y
 
     _image(bad / "a.jpg", 40, 48)
     assert _refused(capsys, monkeypatch, Broken(), tmp_path, bad / "a.jpg") == "error: the detector broke"
+
+
+def test_predictions_coco_json_keeps_the_training_datas_category_ids(capsys, monkeypatch, tmp_path):
+    """Trained on categories 7 (circle), 3 (rectangle), 1 (triangle): ``predictions_coco.json`` scores against that
+    data's own annotations (it used ``label + 1``, so class 3 meant another class there). The ids travel with the
+    weights (``category_ids`` in the metadata)."""
+    from vision.engine.checkpoint import save_weights
+
+    torch.manual_seed(0)
+    net = vision.create_model("yolo_n", num_classes=3, imgsz=64)
+    meta = {"model": "yolo_n", "task": "detection", "classes": ["circle", "rectangle", "triangle"],
+            "label_offset": 0, "imgsz": 64, "model_kwargs": {"imgsz": 64}, "category_ids": [7, 3, 1]}  # fmt: skip
+    model = vision.load_model(str(save_weights(tmp_path / "w.safetensors", net.state_dict(), meta))).eval()
+    assert model.category_ids == [7, 3, 1]
+    out, _ = _infer(capsys, monkeypatch, model, tmp_path, _image(tmp_path / "a.png", 48, 64))
+    coco = json.loads((out / "predictions_coco.json").read_text())
+    assert coco["categories"] == [{"id": 7, "name": "circle"}, {"id": 3, "name": "rectangle"},
+                                  {"id": 1, "name": "triangle"}]  # fmt: skip
+    labels = json.loads((out / "labels" / "a.json").read_text())["detections"]
+    assert labels and [a["category_id"] for a in coco["annotations"]] == [[7, 3, 1][d["label"]] for d in labels]
+
+
+def test_the_detection_task_records_its_datas_category_ids():
+    from vision.engine.config import resolve_args
+    from vision.tasks.detection.task import DetectionTask
+
+    task = DetectionTask(resolve_args(["task=detection", "model=yolo_n", "data=synthetic", "synthetic.train=2",
+                                       "synthetic.val=2", "synthetic.size=32", "imgsz=32"]))  # fmt: skip
+    task.build_datasets()
+    assert task.metadata()["category_ids"] == [1, 2, 3]

@@ -173,6 +173,13 @@ class BadSampleLog:
         with self._lock:
             return Counter(e.reason for e in self._entries)
 
+    def warned_about(self) -> str:
+        """How many of the recorded problems were warned about one by one: ``"each was warned about above"``, or
+        ``"the first N of each kind were warned about above"`` when some were only counted."""
+        if any(n > self.max_warnings for n in self.counts().values()):
+            return f"the first {self.max_warnings} of each kind were warned about above"
+        return "each was warned about above"
+
     def summarize(self, line: str, *, dropped: bool) -> None:
         """Emit ``line`` (the data set's summary) as a :class:`DataSummaryWarning` when anything was ``dropped``."""
         if dropped:

@@ -123,6 +123,7 @@ class FileDetectionDataset(BadSampleMixin, Dataset):
     images_dropped: int = 0  # image records dropped at construction for a problem (not for drop_empty)
     boxes_dropped: int = 0  # annotations dropped at construction for a problem (with their image or alone)
     boxes_excluded: int = 0  # crowd / difficult annotations left out by choice (include_crowd=False)
+    group_category: str | None = None  # a category that only groups the others (COCO supercategory), not a class
 
     def summary(self) -> str:
         """The split's summary line: images and boxes kept and dropped at construction (see :mod:`vision.data._bad`;
@@ -134,6 +135,8 @@ class FileDetectionDataset(BadSampleMixin, Dataset):
         )
         if self.boxes_excluded:
             line += f", {self.boxes_excluded} {self.flag_key} excluded"
+        if self.group_category is not None:
+            line += f"; category {self.group_category!r} (no box, the supercategory of all others) is not a class"
         if self.num_empty:
             line += f"; {self.num_empty} image(s) without boxes " + (
                 "dropped (drop_empty=True)" if self.drop_empty else "kept as background"
@@ -145,7 +148,8 @@ class FileDetectionDataset(BadSampleMixin, Dataset):
         raise :class:`DataError` naming ``source`` when nothing usable is left (no image, or no box while
         ``require_boxes``)."""
         self._log.resize(len(self.records))
-        self._log.summarize(self.summary(), dropped=bool(self.images_dropped or self.boxes_dropped))
+        dropped = self.images_dropped or self.boxes_dropped or self.group_category is not None
+        self._log.summarize(self.summary(), dropped=bool(dropped))
         if self.records and (not require_boxes or any(len(r.boxes) for r in self.records)):
             return
         counts = self._log.counts()
@@ -153,7 +157,7 @@ class FileDetectionDataset(BadSampleMixin, Dataset):
         raise DataError(
             f"{source}: nothing usable is left ({self.summary()})"
             + (f"; {hint}" if hint else "")
-            + (f"; problems: {problems} (each was warned about above)" if problems else "")
+            + (f"; problems: {problems} ({self._log.warned_about()})" if problems else "")
         )
 
     def _masks(self, record: ImageRecord, keep: np.ndarray, height: int, width: int) -> np.ndarray:

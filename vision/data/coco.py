@@ -232,7 +232,8 @@ class CocoDetection(FileDetectionDataset):
         if not clean["images"]:
             hint = "the file lists no usable image"
         elif not data.get("annotations"):
-            hint = "the file has no annotations (require_boxes=False accepts an image-only file)"
+            hint = ("the file has no annotations, so there is nothing to train or score against (in Python, "
+                    "require_boxes=False accepts an image-only file)")  # fmt: skip
         self._finish(source, require_boxes=require_boxes, hint=hint)
 
     def _check_images_dir(self, images: list[dict[str, Any]], source: str) -> None:
@@ -249,7 +250,7 @@ class CocoDetection(FileDetectionDataset):
         for key in ("annotations", "categories"):
             if not isinstance(data.get(key, []), list):
                 raise DataError(f"{source}: {key!r} is not a list")
-        categories = self._categories(data, source)
+        categories = self._without_group_category(self._categories(data, source), data.get("annotations", []))
         cat_ids = {c["id"] for c in categories}
         images, dropped_ids = self._unique_images(data["images"], source)
         files = {img["id"]: str(self.images_dir / img["file_name"]) for img in images}
@@ -312,6 +313,21 @@ class CocoDetection(FileDetectionDataset):
                 "unknown; add 'categories': [{'id': 1, 'name': ...}, ...]"
             )
         return list(by_id.values())
+
+    def _without_group_category(self, categories: list[dict[str, Any]], annotations: list[Any]) -> list[dict[str, Any]]:
+        """``categories`` without a group entry that is no class: one that no annotation uses and that every other
+        category names as its ``supercategory`` (Roboflow's COCO export lists its project so, as id 0). Kept in
+        :attr:`group_category` (its name) and said in the summary line; it would otherwise be trained as a class
+        that never occurs and shown by inference."""
+        if len(categories) < 2:
+            return categories
+        used = {ann.get("category_id") for ann in annotations if isinstance(ann, dict)}
+        for cat in categories:
+            others = [c for c in categories if c is not cat]
+            if cat["id"] not in used and all(c.get("supercategory") == cat.get("name") for c in others):
+                self.group_category = str(cat.get("name"))
+                return others
+        return categories
 
     def _unique_images(self, entries: list[Any], source: str) -> tuple[list[dict[str, Any]], set[int]]:
         """Image records with an integer id, a file name and whole-number sizes, one per id (see the class docstring),

@@ -1,5 +1,7 @@
 """Data of the detection task: ``data=`` is a registered dataset name (``synthetic``, ``bccd`` or a plugin's) or a
 data YAML of COCO-format splits (``train: {images: DIR, annotations: JSON}``, ``val: ...``, optional ``path:``).
+Relative paths are relative to ``path:`` when given, and ``path:`` (or, without it, each path) to the YAML's folder;
+``~`` is expanded. Class names come from the JSON's ``categories``.
 
 The spec is strict: a key it does not know (``valid:``, ``names:``, ``imgs:`` ...) is refused with a suggestion rather
 than ignored, as a misspelt ``val`` would silently train without validation."""
@@ -31,6 +33,8 @@ def _refuse_unknown(where: str, given: Iterable[Any], known: Sequence[str]) -> N
             continue
         close = [_ALIASES[key]] if _ALIASES.get(key) in known else close_matches(str(key), known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
+        if key in ("names", "nc") and "train" in known:  # ultralytics' YAML keys
+            hint = " (class names and their number come from the COCO JSON's 'categories')"
         raise DataError(f"{where}: unknown key {key!r}{hint}; known keys: {', '.join(known)}")
 
 
@@ -64,7 +68,13 @@ def load_data_spec(data: str | Mapping[str, Any]) -> dict[str, tuple[Path, Path]
     if isinstance(data, Mapping):
         spec, base, where = dict(data), Path.cwd(), "data"
     else:
-        path = Path(data)
+        path = Path(data).expanduser()
+        if path.is_dir():
+            raise FileNotFoundError(
+                f"data={data!r} is a folder; detection takes a data YAML that names each split's images and COCO JSON "
+                "(train: {images: DIR, annotations: JSON}, val: {...}; paths relative to the YAML's folder), or "
+                "'synthetic', 'bccd'"
+            )
         if not path.is_file():
             raise FileNotFoundError(f"data={data!r} is neither 'synthetic', 'bccd' nor a data YAML file")
         spec, base, where = _read_yaml(path) or {}, path.resolve().parent, str(path)
@@ -78,7 +88,7 @@ def load_data_spec(data: str | Mapping[str, Any]) -> dict[str, tuple[Path, Path]
     _refuse_unknown(where, spec, SPEC_KEYS)
     if spec.get("path") is not None and not isinstance(spec["path"], str):
         raise DataError(f"{where}: 'path' must be a folder name, got {spec['path']!r}")
-    root = Path(spec["path"]) if spec.get("path") else base
+    root = Path(spec["path"]).expanduser() if spec.get("path") else base
     if not root.is_absolute():
         root = base / root
     out: dict[str, tuple[Path, Path]] = {}
@@ -95,7 +105,7 @@ def load_data_spec(data: str | Mapping[str, Any]) -> dict[str, tuple[Path, Path]
             raise DataError(f"data {split}: expected {{images: DIR, annotations: JSON}} or [DIR, JSON], got {entry!r}")
         if not images or not ann:
             raise DataError(f"data {split}: both 'images' and 'annotations' are required, got {entry!r}")
-        out[split] = (root / str(images), root / str(ann))
+        out[split] = (root / Path(str(images)).expanduser(), root / Path(str(ann)).expanduser())
         if out[split][1].is_dir():
             raise DataError(f"data {split} annotations '{out[split][1]}' is a folder, not a COCO JSON file")
         if out[split][0].is_file():

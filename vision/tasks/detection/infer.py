@@ -265,12 +265,22 @@ def _video_opens(path: Path) -> bool:
         cap.release()
 
 
-def _coco_entries(image_id: int, first_id: int, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """COCO ``annotations`` (ids from ``first_id``) of one image's detection records (``Results.to_dict``)."""
+def _category_ids(model: nn.Module, n: int) -> list[int]:
+    """The COCO category id of each of the ``n`` labels (``n`` grows with the labels seen): the ids of the model's
+    training data (``model.category_ids``, stored with the weights), else ``label + 1``."""
+    ids = [int(i) for i in (getattr(model, "category_ids", None) or [])]
+    return ids + [k + 1 + max(ids, default=0) for k in range(n - len(ids))] if len(ids) < n else ids
+
+
+def _coco_entries(
+    image_id: int, first_id: int, records: list[dict[str, Any]], ids: Sequence[int]
+) -> list[dict[str, Any]]:
+    """COCO ``annotations`` (ids from ``first_id``) of one image's detection records (``Results.to_dict``);
+    ``ids[label]`` is a label's ``category_id``."""
     out = []
     for k, r in enumerate(records):
         x0, y0, x1, y1 = r["box"]
-        ann = {"id": first_id + k, "image_id": image_id, "category_id": r["label"] + 1,
+        ann = {"id": first_id + k, "image_id": image_id, "category_id": ids[r["label"]],
                "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)], "score": r["score"],
                "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": 0}  # fmt: skip
         if "segmentation" in r:
@@ -302,6 +312,7 @@ def infer_detection(args: dict[str, Any]) -> Path:
     skipped: list[Path] = []
     images_meta: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
+    n_labels = len(runner.names or [])  # labels named in predictions_coco.json's categories (grows with unnamed ones)
     with run_folder(Path(args["project"]) / "detection", args["name"]) as out_dir:
         for is_video, group in itertools.groupby(files, key=lambda f: f.suffix.lower() in VIDEO_EXTENSIONS):
             if is_video:
@@ -331,7 +342,10 @@ def infer_detection(args: dict[str, Any]) -> Path:
                     image_id = len(images_meta) + 1
                     images_meta.append({"id": image_id, "file_name": str(f), "height": int(img.shape[1]),
                                         "width": int(img.shape[2])})  # fmt: skip
-                    annotations.extend(_coco_entries(image_id, len(annotations) + 1, records))
+                    n_labels = max([n_labels, *(r["label"] + 1 for r in records)])
+                    annotations.extend(
+                        _coco_entries(image_id, len(annotations) + 1, records, _category_ids(model, n_labels))
+                    )
                     if want_json:
                         save_json(out_dir / "labels" / f"{base}.json", {"file": str(f), "detections": records})
                     shown = ", ".join(f"{r['name']} {r['score']:.2f}" for r in records[:8])
@@ -340,8 +354,8 @@ def infer_detection(args: dict[str, Any]) -> Path:
         count_skipped(args["source"], skipped, len(files))
         if want_json and images_meta:
             categories = runner.names or []
-            n_cats = max(len(categories), max((a["category_id"] for a in annotations), default=0))
-            cats = [{"id": k + 1, "name": categories[k] if k < len(categories) else str(k)} for k in range(n_cats)]
+            ids = _category_ids(model, n_labels)
+            cats = [{"id": c, "name": categories[k] if k < len(categories) else str(k)} for k, c in enumerate(ids)]
             save_json(out_dir / "predictions_coco.json",
                       {"images": images_meta, "categories": cats, "annotations": annotations})  # fmt: skip
     return out_dir

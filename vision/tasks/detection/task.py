@@ -410,6 +410,8 @@ class DetectionTask(Task):
     # ------------------------------------------------------------------------------------------------------ outputs
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {"classes": self.classes, "label_offset": self.offset, "imgsz": int(self.args["imgsz"])}
+        if self.label_to_cat_id:  # the data's COCO category id of each label (inference writes them)
+            meta["category_ids"] = [int(self.label_to_cat_id[i]) for i in range(len(self.classes))]
         if self.args.get("teacher"):
             meta["teacher"] = str(self.args["teacher"])
         rebuild = getattr(self.model, "rebuild_kwargs", None)
