@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from vision.data._bad import DataError
+from vision.data._bad import BadSampleWarning, DataError, DataSummaryWarning
 from vision.engine.checkpoint import CheckpointError
 from vision.hub._download_errors import DownloadError
 from vision.hub.adapt import WeightsMismatchError
 from vision.io import ImageReadError
 from vision.utils.keys import ArgumentError
 
-__all__ = ["USER_ERRORS", "check_onnx_model_key", "command_line", "fail", "user_message", "wants_help"]
+__all__ = [
+    "USER_ERRORS",
+    "check_onnx_model_key",
+    "command_line",
+    "fail",
+    "one_line_warnings",
+    "user_message",
+    "wants_help",
+]
 
 #: the exceptions that mean a user's mistake or a missing/bad resource (never a bug): one ``error:`` line, exit 2.
 #: ``KeyError`` covers unknown registry names; ``OSError`` unreadable paths; ``DownloadError`` unreachable weights.
@@ -61,9 +71,28 @@ def wants_help(argv: Sequence[str]) -> bool:
     return any(a in ("-h", "--help", "help") for a in argv)
 
 
+def _one_line(message: Any, category: type[Warning], filename: str, lineno: int, line: str | None = None) -> str:
+    """``warnings.formatwarning`` of the front ends: a warning vision raises (bad samples, data summaries, downloads,
+    plugins) as one ``warning: ...`` line, without the Python file, line number and source line; others as usual."""
+    if str(filename).startswith(_PACKAGE) or issubclass(category, (BadSampleWarning, DataSummaryWarning)):
+        return f"warning: {message}\n"
+    return _FORMAT(message, category, filename, lineno, line)
+
+
+_PACKAGE = str(Path(__file__).resolve().parent.parent)
+_FORMAT = warnings.formatwarning
+
+
+def one_line_warnings() -> None:
+    """Print vision's own warnings as one ``warning: ...`` line each (:func:`_one_line`); every front end calls it."""
+    warnings.formatwarning = _one_line
+
+
 def command_line(argv: Sequence[str] | None, doc: str | None) -> list[str] | None:
     """A front end's arguments (``sys.argv[1:]`` when ``argv`` is None), or ``None`` after printing ``doc`` when the
-    command line asks for help (the caller then returns 0)."""
+    command line asks for help (the caller then returns 0). vision's own warnings print as one ``warning:`` line from
+    here on (:func:`one_line_warnings`)."""
+    one_line_warnings()
     args = list(sys.argv[1:] if argv is None else argv)
     if wants_help(args):
         print(doc)

@@ -127,6 +127,9 @@ def _cmd_plugins(ns: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vision`` command: a user's mistake is one ``error:`` line (exit 2); a closed stdout
     (``vision list | head``) ends quietly."""
+    from vision.cli.common import one_line_warnings
+
+    one_line_warnings()
     try:
         return _main(argv)
     except BrokenPipeError:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from vision.cli.common import USER_ERRORS, fail, user_message, wants_help
+from vision.cli.common import USER_ERRORS, fail, one_line_warnings, user_message, wants_help
 
 __all__ = ["DEFAULT_RECIPE", "main"]
 
@@ -30,6 +30,7 @@ DEFAULT_RECIPE = "yolo_n_synthetic"
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tools/train.py``."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    one_line_warnings()
     from vision.engine.config import list_recipes, resolve_args
     from vision.engine.trainer import NonFiniteLossError, Trainer
 
