@@ -213,3 +213,23 @@ def test_roboflow_group_category_is_not_a_class(tmp_path: Path) -> None:
     other = _roboflow()
     other["categories"][3]["supercategory"] = "platelets"
     assert CocoDetection(tmp_path, other, check_files=False).classes == ["cells", "RBC", "WBC", "Platelets"]
+
+
+def test_an_annotation_with_a_segmentation_but_no_bbox_gets_its_box(tmp_path: Path) -> None:
+    """Some exporters write the segmentation only: the box is the polygon's extent, or pycocotools' ``toBbox`` of the
+    RLE (it was dropped as "bbox None is not a list of four numbers", and its mask with it)."""
+    from pycocotools import mask as mask_utils
+
+    m = np.zeros((64, 64), np.uint8, order="F")
+    m[10:20, 5:30] = 1
+    rle = mask_utils.encode(m)
+    rle["counts"] = rle["counts"].decode()
+    poly = [[4, 6, 30, 6, 30, 40, 4, 40]]
+    data = {"images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 64}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": poly, "iscrowd": 0},
+                            {"id": 2, "image_id": 1, "category_id": 1, "segmentation": rle, "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "c"}]}  # fmt: skip
+    ds = CocoDetection(tmp_path, data, check_files=False)
+    assert ds.boxes_dropped == 0
+    assert ds.records[0].boxes.tolist() == [[4, 6, 30, 40], [5, 10, 30, 20]]  # xyxy
+    assert [a["bbox"] for a in ds.coco.dataset["annotations"]] == [[4, 6, 26, 34], mask_utils.toBbox(rle).tolist()]

@@ -59,6 +59,25 @@ def _valid_segmentation(segm: Any, height: int, width: int) -> str | None:
     return f"unknown segmentation type {type(segm).__name__}"
 
 
+def _bbox_from_segmentation(segm: Any) -> list[float] | None:
+    """The COCO ``[x, y, w, h]`` around a polygon list or an RLE (pycocotools' ``toBbox``), for an annotation that
+    gives its segmentation but no ``bbox`` (some export tools); ``None`` when ``segm`` is neither."""
+    if isinstance(segm, list) and segm and all(isinstance(r, list) and len(r) >= 6 and len(r) % 2 == 0 for r in segm):
+        if not all(_is_number(v) for ring in segm for v in ring):
+            return None
+        xs = [float(v) for ring in segm for v in ring[0::2]]
+        ys = [float(v) for ring in segm for v in ring[1::2]]
+        return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+    if isinstance(segm, dict) and "counts" in segm and "size" in segm:
+        from pycocotools import mask as mask_utils
+
+        rle = segm
+        if isinstance(segm["counts"], list):  # uncompressed RLE
+            rle = mask_utils.frPyObjects(segm, *[int(v) for v in segm["size"]])
+        return [float(v) for v in mask_utils.toBbox(rle)]
+    return None
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -145,7 +164,8 @@ class CocoDetection(FileDetectionDataset):
     both images and their annotations (which cannot be told apart; the same record twice keeps one copy); an image
     record without an integer id, a file name or whole-number sizes >= 0 is reported and skipped with its
     annotations; an annotation naming an unknown image or category id, with a bbox that is not four finite numbers or
-    with a width/height <= 0, or repeating an annotation id, is reported (file, annotation id, value) and skipped. A
+    with a width/height <= 0, or repeating an annotation id, is reported (file, annotation id, value) and skipped (one
+    without ``bbox`` but with a segmentation gets the polygon's extent or the RLE's ``toBbox``). A
     box is clipped to the image, or dropped when nothing is left; when a box reaches past the annotated size (or the
     size is missing) the real size is read from the image's header, so a wrong ``width``/``height`` is reported as
     ``size_mismatch`` and the boxes are clipped to the real image. :attr:`coco` holds only what was kept: the images
@@ -256,6 +276,9 @@ class CocoDetection(FileDetectionDataset):
         files = {img["id"]: str(self.images_dir / img["file_name"]) for img in images}
         annotations, seen = [], set()
         for k, ann in enumerate(data.get("annotations", [])):
+            if isinstance(ann, dict) and ann.get("bbox") is None:  # a segmentation without its box (some exporters)
+                box = _bbox_from_segmentation(ann.get("segmentation"))
+                ann = {**ann, "bbox": box} if box is not None else ann
             aid = ann.get("id") if isinstance(ann, dict) else None
             image_id = ann.get("image_id") if isinstance(ann, dict) else None
             known = _is_int(image_id) and image_id in files
