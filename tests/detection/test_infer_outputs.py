@@ -196,3 +196,28 @@ def test_the_detection_task_records_its_datas_category_ids():
                                        "synthetic.val=2", "synthetic.size=32", "imgsz=32"]))  # fmt: skip
     task.build_datasets()
     assert task.metadata()["category_ids"] == [1, 2, 3]
+
+
+def test_an_exported_file_keeps_the_category_ids_and_refuses_bad_ones(capsys, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from vision.deploy import export_onnx, load_onnx
+    from vision.deploy.export import set_metadata
+
+    torch.manual_seed(0)
+    net = vision.create_model("yolo_n", num_classes=3, imgsz=64).eval()
+    net.categories, net.category_ids = ["circle", "rectangle", "triangle"], [7, 3, 1]
+    path = export_onnx(net, tmp_path / "y.onnx", score_threshold=0.0, max_det=5)
+    assert load_onnx(path).category_ids == [7, 3, 1]
+    source = _image(tmp_path / "a.png", 48, 64)
+    assert infer_main([f"weights={path}", f"source={source}", "conf=0.0", f"project={tmp_path / 'out'}"]) == 0
+    out = Path(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("results saved to "))
+    coco = json.loads((out / "predictions_coco.json").read_text())
+    assert [c["id"] for c in coco["categories"]] == [7, 3, 1] and coco["annotations"]
+    assert {a["category_id"] for a in coco["annotations"]} <= {7, 3, 1}
+    proto = onnx.load(path)
+    set_metadata(proto, {**{p.key: p.value for p in proto.metadata_props}, "category_ids": "[7, 3]"})
+    onnx.save(proto, tmp_path / "bad.onnx")
+    with pytest.raises(ValueError, match=r"metadata 'category_ids' must be a JSON list of 3 integers"):
+        load_onnx(tmp_path / "bad.onnx")

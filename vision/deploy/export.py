@@ -179,6 +179,9 @@ def export_onnx(
     }
     if kind in ("yolo", "ssd"):
         meta |= {"score_threshold": str(graph.thr), "iou_threshold": str(graph.iou), "max_det": str(graph.max_det)}
+    ids = getattr(model, "category_ids", None)
+    if kind != "classifier" and ids and len(ids) == len(_names(model)):  # the training data's COCO category ids
+        meta["category_ids"] = json.dumps([int(i) for i in ids])
     set_metadata(proto, meta)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -89,6 +89,7 @@ class OnnxModel:
             self.path, meta, self.input_shape, [list(o.shape) for o in self.session.get_outputs()]
         )
         self.num_classes = len(self.categories)
+        self.category_ids = _category_ids(self.path, meta, self.num_classes)
 
     # ---------------------------------------------------------------------------------------------- nn.Module-likes
     def eval(self) -> OnnxModel:
@@ -239,6 +240,22 @@ def check_exported_imgsz(imgsz: int, weights: str, onnx_model: Any) -> None:
     if imgsz != side:
         raise ArgumentError(f"imgsz={imgsz} does not apply to weights={weights}: the file was exported for "
                             f"{side}x{side} inputs; leave imgsz out, or export again with imgsz={imgsz}")  # fmt: skip
+
+
+def _category_ids(path: Path, meta: dict[str, str], n: int) -> list[int] | None:
+    """A detector file's optional ``category_ids`` (the training data's COCO id of each of its ``n`` labels, written
+    by :func:`vision.deploy.export_onnx`), or ``None``; ``ValueError`` naming the file and the key when malformed."""
+    if "category_ids" not in meta:
+        return None
+    try:
+        ids = json.loads(meta["category_ids"])
+    except ValueError:
+        ids = None
+    whole = isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+    if not whole or len(ids) != n:
+        raise ValueError(f"{path}: metadata 'category_ids' must be a JSON list of {n} integers (one per class), got "
+                         f"{meta['category_ids'][:60]!r} (edited afterwards? export it again)")  # fmt: skip
+    return ids
 
 
 def _read_metadata(
