@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from vision.backbones._base import Family, FeatureSpec, _Adopted
 from vision.hub.cards import Preprocess, WeightsCard
 from vision.ops.image_range import check_normalised_range
+from vision.utils.keys import positive_integer
 from vision.utils.parallel import split_batch
 
 __all__ = [
@@ -122,9 +123,7 @@ class _ClassifierMixin:
         """
         from vision.results import Results, load_sources
 
-        for key, value in (("topk", topk), ("batch", batch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key}={value!r} must be a positive integer")
+        topk, batch = positive_integer("topk", topk), positive_integer("batch", batch)
         was_training = self.training  # type: ignore[attr-defined]
         self.eval()  # type: ignore[attr-defined]
         try:

@@ -11,7 +11,6 @@ options work for both kinds of input; sources are scored above 0.25 unless told 
 from __future__ import annotations
 
 import functools
-import operator
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from vision.results import Results, is_batch, load_sources
+from vision.utils.keys import positive_integer
 
 __all__ = ["SOURCE_CONF", "detection_predict", "generation_predict"]
 
@@ -27,19 +27,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
-def _batch_size(value: Any) -> int | None:
-    """``batch=`` of ``predict``: a positive integer, or ``None`` when not given."""
-    if value is None:
-        return None
-    try:
-        size = None if isinstance(value, bool) else operator.index(value)
-    except TypeError:
-        size = None
-    if size is None or size < 1:
-        raise ValueError(f"batch={value!r} must be a positive integer (images per call)")
-    return size
 
 
 #: score threshold of ``predict(source)`` when none is given: what ``tools/infer.py`` and ultralytics use (a batch
@@ -62,9 +49,8 @@ def _options(options: dict[str, Any]) -> dict[str, Any]:
         value = options.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1):
             raise ValueError(f"{said[name]}={value!r} must be a number in [0, 1]")
-    value = options.get("max_det")
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"max_det={value!r} must be a positive integer (detections kept per image)")
+    if options.get("max_det") is not None:
+        positive_integer("max_det", options["max_det"], "detections kept per image")
     return options
 
 
@@ -85,7 +71,8 @@ def detection_predict(method: F) -> F:
     @functools.wraps(method)
     def predict(self: nn.Module, source: Any, **options: Any) -> Any:
         options = _options(options)
-        batch = _batch_size(options.pop("batch", None))
+        batch = options.pop("batch", None)
+        batch = positive_integer("batch", batch, "images per call") if batch is not None else None
         if is_batch(source):
             if batch is None or batch >= len(source):
                 return method(self, source, **options)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import operator
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -31,11 +32,24 @@ __all__ = [
     "one_of",
     "parse_overrides",
     "parse_value",
+    "positive_integer",
 ]
 
 
 class ArgumentError(ValueError):
     """A bad ``key=value`` argument; the message names the key and how to fix it."""
+
+
+def positive_integer(key: str, value: Any, meaning: str = "") -> int:
+    """``value`` as an ``int`` >= 1 (Python or NumPy integers; not bools); else ``ValueError``
+    ``"{key}={value!r} must be a positive integer ({meaning})"``, for a function's keyword arguments."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < 1:
+        raise ValueError(f"{key}={value!r} must be a positive integer" + (f" ({meaning})" if meaning else ""))
+    return number
 
 
 def parse_value(text: str, default: Any = None) -> Any:
