@@ -47,7 +47,17 @@ import torch
 from torch import nn
 
 from vision.cli.common import USER_ERRORS, command_line, fail, user_message
-from vision.utils.keys import ArgumentError, check_keys, flatten, integer, merge, override_key, parse_overrides
+from vision.utils.keys import (
+    ArgumentError,
+    check_keys,
+    flatten,
+    get_dotted,
+    integer,
+    merge,
+    override_key,
+    parse_overrides,
+    set_dotted,
+)
 
 __all__ = ["PRUNE_KEYS", "PRUNE_SCHEMA", "compression_stats", "main", "prune_model"]
 
@@ -205,20 +215,6 @@ _RUN_OWN_KEYS = ("weights", "resume", "name", "project", "exist_ok", "epochs", "
                  "distill", "expected")  # fmt: skip
 
 
-def _dotted(tree: dict[str, Any], key: str, value: Any = ...) -> Any:
-    """The value at the dotted ``key`` of ``tree`` (``...`` where there is none); with ``value``, set it there."""
-    *parents, last = key.split(".")
-    for part in parents:
-        if not isinstance(tree.get(part), dict):
-            if value is ...:
-                return ...
-            tree[part] = {}
-        tree = tree[part]
-    if value is not ...:
-        tree[last] = value
-    return tree.get(last, ...)
-
-
 def _train_args(task_name: str, model_name: str, train_argv: list[str], source: dict[str, Any] | None) -> dict:
     """The training arguments the variants are evaluated and fine-tuned with.
 
@@ -239,11 +235,11 @@ def _train_args(task_name: str, model_name: str, train_argv: list[str], source: 
         explicit += flatten(yaml.safe_load(find_recipe(str(given["recipe"])).read_text(encoding="utf-8")) or {})
     args = {k: copy.deepcopy(v) for k, v in source.items() if k not in ("prune", "pruned")}
     for key in (*_RUN_OWN_KEYS, *explicit):
-        if key.split(".")[0] in ("model", "task", "model_kwargs") or (value := _dotted(given, key)) is ...:
+        if key.split(".")[0] in ("model", "task", "model_kwargs") or (value := get_dotted(given, key, ...)) is ...:
             continue
         if key.startswith("augment.") and "augment.name" in explicit:  # another augmentation, from its own defaults
             key, value = "augment", given["augment"]
-        _dotted(args, key, copy.deepcopy(value))
+        set_dotted(args, key, copy.deepcopy(value))
     return {**args, "task": task_name, "model": model_name}
 
 

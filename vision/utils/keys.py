@@ -25,6 +25,7 @@ __all__ = [
     "check_section",
     "flag",
     "flatten",
+    "get_dotted",
     "integer",
     "integer_or_names",
     "merge",
@@ -33,11 +34,32 @@ __all__ = [
     "parse_overrides",
     "parse_value",
     "positive_integer",
+    "set_dotted",
 ]
 
 
 class ArgumentError(ValueError):
     """A bad ``key=value`` argument; the message names the key and how to fix it."""
+
+
+def get_dotted(tree: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """The value at the dotted ``key`` (``"synthetic.val"``) of the nested ``tree``, ``default`` where there is none."""
+    *parents, last = key.split(".")
+    for part in parents:
+        if not isinstance(tree.get(part), Mapping):
+            return default
+        tree = tree[part]
+    return tree.get(last, default)
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set the dotted ``key`` of the nested ``tree`` to ``value``, making (or replacing non-dict) parents as dicts."""
+    *parents, last = key.split(".")
+    for part in parents:
+        if not isinstance(tree.get(part), dict):
+            tree[part] = {}
+        tree = tree[part]
+    tree[last] = value
 
 
 def positive_integer(key: str, value: Any, meaning: str = "") -> int:
@@ -140,13 +162,7 @@ def parse_overrides(
             value = parse_value(text, default)
         except ArgumentError:
             raise ArgumentError(f"{key}={text} is not allowed: {key} must be true or false") from None
-        node = result
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = value
+        set_dotted(result, key, value)
     return result
 
 
@@ -322,9 +338,5 @@ def check_keys(
         rule = schema.get(key) or rule_from_default(known.get(key))
         if rule is None or (value is None and known.get(key) is None):  # an optional key left unset
             continue
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node[part]
-        node[parts[-1]] = rule.check(key, value)
+        set_dotted(out, key, rule.check(key, value))
     return out
