@@ -241,9 +241,17 @@ class Results:
             records.append(item)
         return {"file": self.path, "detections": records}
 
-    def to_coco(self, image_id: int, label_to_cat_id: Mapping[int, int] | None = None) -> list[dict[str, Any]]:
+    def to_coco(
+        self,
+        image_id: int,
+        label_to_cat_id: Mapping[int, int] | Sequence[int] | None = None,
+        *,
+        decimals: int | None = None,
+    ) -> list[dict[str, Any]]:
         """Detections in COCO results format: ``image_id, category_id, bbox [x, y, w, h], score`` (+ ``segmentation``
-        RLE); ``category_id = label_to_cat_id[label]`` (default ``label + 1``). Detection results only."""
+        RLE); ``category_id = label_to_cat_id[label]`` (default ``label + 1``). ``decimals`` rounds boxes to that many
+        places and scores to three more (as :meth:`to_dict` with 2); None keeps them as computed. Detection results
+        only."""
         if self.task != "detection" or self.boxes is None:
             raise ValueError(f"to_coco needs detection results, these are {self.task} results")
         out = []
@@ -251,8 +259,10 @@ class Results:
         for i, (box, score, label) in enumerate(zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist())):
             x0, y0, x1, y1 = box
             cat = label_to_cat_id[int(label)] if label_to_cat_id is not None else int(label) + 1
-            item: dict[str, Any] = {"image_id": int(image_id), "category_id": int(cat),
-                                    "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)}  # fmt: skip
+            bbox, score = [x0, y0, x1 - x0, y1 - y0], float(score)
+            if decimals is not None:
+                bbox, score = [round(v, decimals) for v in bbox], round(score, decimals + 3)
+            item: dict[str, Any] = {"image_id": int(image_id), "category_id": int(cat), "bbox": bbox, "score": score}
             if rles is not None:
                 item["segmentation"] = rles[i]
             out.append(item)

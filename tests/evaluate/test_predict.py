@@ -72,6 +72,10 @@ def test_detection_plot_save_to_dict_to_coco(detector, tmp_path):
         assert item["image_id"] == 7 and item["category_id"] == label + 1
         assert [x, y, x + w, y + h] == pytest.approx(box)
     assert r.to_coco(1, label_to_cat_id={0: 10, 1: 11, 2: 12})[0]["category_id"] == 10 + int(r.labels[0])
+    rounded = r.to_coco(7, [10, 11, 12], decimals=1)  # a list of ids as label_to_cat_id; values as to_dict rounds
+    for item, exact in zip(rounded, coco):
+        assert item["category_id"] == exact["category_id"] + 9 and item["score"] == round(exact["score"], 4)
+        assert item["bbox"] == [round(v, 1) for v in exact["bbox"]] != exact["bbox"]
 
 
 def test_masks_become_rles_that_decode_back():

@@ -272,20 +272,13 @@ def _category_ids(model: nn.Module, n: int) -> list[int]:
     return ids + [k + 1 + max(ids, default=0) for k in range(n - len(ids))] if len(ids) < n else ids
 
 
-def _coco_entries(
-    image_id: int, first_id: int, records: list[dict[str, Any]], ids: Sequence[int]
-) -> list[dict[str, Any]]:
-    """COCO ``annotations`` (ids from ``first_id``) of one image's detection records (``Results.to_dict``);
+def _coco_entries(result: Results, image_id: int, first_id: int, ids: Sequence[int]) -> list[dict[str, Any]]:
+    """COCO ``annotations`` (ids from ``first_id``, boxes rounded as in the label files) of one image's detections;
     ``ids[label]`` is a label's ``category_id``."""
-    out = []
-    for k, r in enumerate(records):
-        x0, y0, x1, y1 = r["box"]
-        ann = {"id": first_id + k, "image_id": image_id, "category_id": ids[r["label"]],
-               "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)], "score": r["score"],
-               "area": round((x1 - x0) * (y1 - y0), 2), "iscrowd": 0}  # fmt: skip
-        if "segmentation" in r:
-            ann["segmentation"] = r["segmentation"]
-        out.append(ann)
+    out = result.to_coco(image_id, ids, decimals=2)
+    for k, ann in enumerate(out):
+        _, _, w, h = ann["bbox"]
+        ann.update(id=first_id + k, area=round(w * h, 2), iscrowd=0)
     return out
 
 
@@ -344,7 +337,7 @@ def infer_detection(args: dict[str, Any]) -> Path:
                                         "width": int(img.shape[2])})  # fmt: skip
                     n_labels = max([n_labels, *(r["label"] + 1 for r in records)])
                     annotations.extend(
-                        _coco_entries(image_id, len(annotations) + 1, records, _category_ids(model, n_labels))
+                        _coco_entries(result, image_id, len(annotations) + 1, _category_ids(model, n_labels))
                     )
                     if want_json:
                         save_json(out_dir / "labels" / f"{base}.json", {"file": str(f), "detections": records})
