@@ -37,6 +37,19 @@ def test_classification_recipes() -> None:
     assert "classification_train" in repr(train)
 
 
+@pytest.mark.parametrize("name", ["classification_train", "classification_eval"])
+def test_classification_recipes_antialias_a_shrink(name: str) -> None:
+    """A one-pixel checkerboard shrunk 7x is mid-grey when filtered (as PIL/torchvision resize); a plain bilinear
+    shrink samples every 7th pixel and returns a checkerboard again. Nearest keeps sampling, as asked."""
+    board = ((np.indices((224, 224)).sum(0) % 2) * 255).astype(np.uint8)[..., None].repeat(3, 2)
+    crop = {"scale": (1.0, 1.0), "ratio": (1.0, 1.0), "hflip": 0.0, "color_jitter": 0} if "train" in name else {}
+    plain = {"size": 32, "mean": (0, 0, 0), "std": (1, 1, 1), **crop}
+    shrunk = build_transform(name, **plain, **({"crop_pct": 1.0} if "eval" in name else {}))(board)
+    assert shrunk.mean().item() == pytest.approx(0.5, abs=0.02) and shrunk.std().item() < 0.02
+    sampled = build_transform(name, **plain, interpolation="nearest", **({"crop_pct": 1.0} if "eval" in name else {}))
+    assert sampled(board).std().item() > 0.4
+
+
 def _colour_scene(rng: np.random.Generator, H: int, W: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """An image with ``n`` non-overlapping coloured rectangles/discs (colour 40 * (k + 1) in red), their masks and
     labels ``k``."""

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from vision.data.knobs import MASK_MODES, check_knobs
+from vision.data.masks import disjoint_id_map, masks_to_boxes
 from vision.ops.letterbox import letterbox_info
 from vision.registry import UnknownNameError
 
@@ -198,40 +199,6 @@ class ClassificationTransform(_Seeded):
         return f"build_transform({self.name!r}{', ' if args else ''}{args})"
 
 
-def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
-    """Tight boxes ``float32 [N, 4]`` (xyxy, pixel edges: a single pixel at (x, y) -> ``[x, y, x+1, y+1]``) of
-    ``masks [N, H, W]``; an empty mask gives ``[0, 0, 0, 0]``."""
-    n = masks.shape[0]
-    if n == 0:
-        return np.zeros((0, 4), np.float32)
-    rows = masks.any(axis=2)  # [N, H]
-    cols = masks.any(axis=1)  # [N, W]
-    h, w = rows.shape[1], cols.shape[1]
-    y0 = rows.argmax(1)
-    y1 = h - rows[:, ::-1].argmax(1)
-    x0 = cols.argmax(1)
-    x1 = w - cols[:, ::-1].argmax(1)
-    boxes = np.stack([x0, y0, x1, y1], 1).astype(np.float32)
-    boxes[~rows.any(1)] = 0
-    return boxes
-
-
-def _instance_map(masks: np.ndarray) -> np.ndarray | None:
-    """One ``uint8``/``uint16`` id map for non-overlapping masks ``[N, H, W]`` (``None`` if they overlap)."""
-    n = masks.shape[0]
-    if n >= 65535:
-        return None
-    binary = masks != 0
-    if n < 255:  # one vectorised pass: ids = max_k (k + 1) * mask_k
-        ids = (binary * np.arange(1, n + 1, dtype=np.uint8)[:, None, None]).max(0, initial=0)
-    else:
-        ids = np.zeros(masks.shape[1:], np.uint16)
-        for k in range(n):
-            ids[binary[k]] = k + 1
-    # masks overlap iff some pixel is counted by several masks
-    return ids if np.count_nonzero(binary) == np.count_nonzero(ids) else None
-
-
 class DetectionTransform(_Seeded):
     """An albumentations detection pipeline with box/mask bookkeeping (see module docstring).
 
@@ -278,7 +245,7 @@ class DetectionTransform(_Seeded):
         if masks is not None:
             masks = _np(masks, np.uint8).reshape(n, H, W)
             if self.mask_mode != "list":
-                id_map = _instance_map(masks)
+                id_map = disjoint_id_map(masks)
                 if id_map is None and self.mask_mode == "map":
                     raise ValueError("mask_mode='map' needs non-overlapping masks")
             if id_map is not None:
@@ -330,6 +297,12 @@ def _interp(name: str) -> int:
     return _INTERPOLATION[name]
 
 
+def _shrink_args(name: str) -> dict[str, Any]:
+    """A resize's ``interpolation`` and, unless it is nearest, OpenCV's area filter where it shrinks (antialiased,
+    as PIL's and torchvision's resizes: a plain bilinear shrink aliases fine detail)."""
+    return {"interpolation": _interp(name), "area_for_downscale": None if name == "nearest" else "image"}
+
+
 def _range(value: float | Sequence[float]) -> tuple[float, float]:
     if isinstance(value, int | float):
         return (-float(value), float(value))
@@ -351,6 +324,7 @@ def classification_train(
     seed: int | None = None,
 ) -> ClassificationTransform:
     """RandomResizedCrop(size, scale, ratio) -> HorizontalFlip(p=hflip) -> ColorJitter -> Normalize -> CHW float.
+    A crop shrunk to ``size`` is filtered with OpenCV's area filter (antialiased), one enlarged with ``interpolation``.
 
     ``color_jitter``: one strength for brightness, contrast and saturation (hue 0), or ``(b, c, s)`` / ``(b, c, s,
     h)``; ``0`` leaves the op out.
@@ -359,7 +333,7 @@ def classification_train(
     A = _albumentations()
     ops = [
         A.RandomResizedCrop(size=(_check_size(size), size), scale=tuple(scale), ratio=tuple(ratio),
-                            interpolation=_interp(interpolation)),
+                            **_shrink_args(interpolation)),
     ]  # fmt: skip
     if hflip > 0:
         ops.append(A.HorizontalFlip(p=hflip))
@@ -382,13 +356,13 @@ def classification_eval(
     std: Sequence[float] = IMAGENET_STD,
     interpolation: str = "bilinear",
 ) -> ClassificationTransform:
-    """Resize the shorter side to ``resize_size`` (default ``int(size / crop_pct)``) -> CenterCrop(size) ->
-    Normalize."""
+    """Resize the shorter side to ``resize_size`` (default ``int(size / crop_pct)``; antialiased when it shrinks, as
+    in ``classification_train``) -> CenterCrop(size) -> Normalize."""
     kwargs = dict(locals())
     A = _albumentations()
     resize_size = resize_size or int(_check_size(size) / crop_pct)
     ops = [
-        A.SmallestMaxSize(max_size=resize_size, interpolation=_interp(interpolation)),
+        A.SmallestMaxSize(max_size=resize_size, **_shrink_args(interpolation)),
         A.CenterCrop(height=size, width=size, pad_if_needed=True),
         A.Normalize(mean=tuple(mean), std=tuple(std)),
     ]
