@@ -4,13 +4,16 @@
    and batch 8 at 320 px): ours is the public ``model.predict`` (letterbox, the batch-norm-folded channels_last
    network, decoding, NMS, boxes back in the input's pixels); ultralytics its fused ``DetectionModel`` followed by its
    ``non_max_suppression``. Both get the same random images, the same thread count (``--threads``), the same score
-   threshold (``--conf``, 0.001 as in validation) and random weights (nothing is downloaded). The two are called
-   alternately, one call each per iteration, so that a load change on a shared machine hits both alike; the medians
-   of ``--iters`` (>= 30) calls after ``--warmup`` are reported (latency ms, images/s) with their ratio.
+   threshold (``--conf``, 0.001 as in validation) and random weights (nothing is downloaded). Each side runs in a
+   Python process of its own, as a user's would: ours imports vision (whose OpenMP wait policy and heap settings
+   then apply), ultralytics' process does not, so neither gets the other's process-wide settings
+   (``--same-process`` times both in this process instead, ultralytics then with vision's settings). The two are
+   called alternately, one call each per iteration, so that a load change on a shared machine hits both alike; the
+   medians of ``--iters`` (>= 30) calls after ``--warmup`` are reported (latency ms, images/s) with their ratio.
 2. **Training seconds per epoch** on BCCD at ``--train-imgsz`` (320), batch 16: ours through the trainer with the
    ``yolo_<size>_bccd`` recipe; ultralytics ``YOLO("yolov8<size>.yaml").train(...)`` on the same images converted to
    its label format, with its thread count set to ``--threads`` too (it would otherwise use ``cores - 1``). The
-   median epoch after the first, validation excluded.
+   median epoch after the first, validation excluded; each side's training in a process of its own (as above).
 3. **Accuracy** when ``--train-epochs N`` is given: both trained N epochs, then both scored by the same pycocotools
    COCOeval on BCCD val from their predictions at conf 0.001 (mAP50-95, mAP50).
 4. ``--contend``: every timing is repeated while a CPU-bound process (started and stopped by this script) runs on the
@@ -29,24 +32,21 @@ only our side runs (ratios are skipped).
 from __future__ import annotations
 
 # isort: off
-import vision._openmp  # before torch: both sides run with the OpenMP wait policy vision sets
+import vision._openmp  # before torch: with --same-process both sides run with the OpenMP wait policy vision sets
 
 # isort: on
 import argparse
 import contextlib
-import csv
 import importlib.util
-import json
 import os
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _yolo_sides
 import torch
-from _timing import alternate, contention, load
+from _timing import Remote, alternate, call_in_process, contention, load
 
 import vision
 
@@ -58,44 +58,30 @@ def _sync(device: torch.device) -> Callable[[], None]:
 
 
 # ------------------------------------------------------------------------------------------------------------ inference
-def ours_predictor(size: str, batch: int, imgsz: int, conf: float, device: torch.device) -> Callable[[], Any]:
-    torch.manual_seed(0)
-    model = vision.create_model(f"yolo_{size}", num_classes=80, imgsz=imgsz).to(device).eval()
-    cuda = device.type == "cuda"
-    x = torch.rand(batch, 3, imgsz, imgsz, device=device)
-    return lambda: model.predict(x, score_threshold=conf, iou_threshold=0.7, max_det=300, cuda_graph=cuda, amp=cuda)
+def _sides(size: str, batch: int, imgsz: int, args: Any, peer: bool) -> dict[str, Callable[[], Any] | Remote]:
+    """The timed calls: each side in its own process (``Remote``, the default), or both in this one."""
+    kwargs = {"size": size, "batch": batch, "imgsz": imgsz, "conf": args.conf, "device": args.device}
+    names = [("ours", "ours_predictor")] + ([("ultralytics", "ultralytics_predictor")] if peer else [])
+    if args.same_process:
+        return {side: getattr(_yolo_sides, fn)(**kwargs) for side, fn in names}
+    return {side: Remote("_yolo_sides", fn, kwargs, threads=args.threads, **_process_of(side)) for side, fn in names}
 
 
-def ultralytics_predictor(size: str, batch: int, imgsz: int, conf: float, device: torch.device) -> Callable[[], Any]:
-    import ultralytics
-
-    try:  # ultralytics >= 8.3.1xx keeps NMS in utils.nms; older versions in utils.ops
-        from ultralytics.utils.nms import non_max_suppression
-    except ImportError:
-        from ultralytics.utils.ops import non_max_suppression
-
-    torch.manual_seed(0)
-    net = ultralytics.YOLO(f"yolov8{size}.yaml").model.fuse(verbose=False).to(device).eval()
-    half = device.type == "cuda"
-    if half:
-        net = net.half()
-    x = torch.rand(batch, 3, imgsz, imgsz, device=device, dtype=torch.float16 if half else torch.float32)
-
-    @torch.no_grad()
-    def run() -> None:
-        out = non_max_suppression(net(x), conf_thres=conf, iou_thres=0.7, max_det=300)
-        for det in out:  # results as host-visible per-image tensors, like ours
-            det[:, :4].float()
-
-    return run
+def _process_of(side: str) -> dict[str, Any]:
+    """How a side's own process starts: ours imports vision first (its OpenMP and heap settings, as for a user);
+    ultralytics' environment is this one without what importing vision added to it."""
+    if side == "ours":
+        return {"first": ("vision",), "env": None}
+    env = dict(os.environ)
+    if vision._openmp.SET_HERE:
+        env.pop("OMP_WAIT_POLICY", None)
+    return {"first": (), "env": env}
 
 
 def inference(size: str, args: Any, device: torch.device, peer: bool) -> None:
     for case in args.cases.split(","):
         batch, imgsz = (int(v) for v in case.lower().split("x"))
-        fns = {"ours": ours_predictor(size, batch, imgsz, args.conf, device)}
-        if peer:
-            fns["ultralytics"] = ultralytics_predictor(size, batch, imgsz, args.conf, device)
+        fns = _sides(size, batch, imgsz, args, peer)
         alone: dict[str, float] = {}
         for contended in (False, True) if args.contend else (False,):
             before = load()
@@ -113,82 +99,26 @@ def inference(size: str, args: Any, device: torch.device, peer: bool) -> None:
                     line += f" theirs {theirs / alone['ultralytics']:.2f}x"
             print(f"{line}  [load {before} -> {load()}]", flush=True)
             alone = med if not contended else alone
+        for fn in fns.values():
+            if isinstance(fn, Remote):
+                fn.close()
 
 
 # ------------------------------------------------------------------------------------------------------------ training
-def _median_epoch(times: list[float]) -> float:
-    rest = times[1:] if len(times) > 1 else times
-    return statistics.median(rest)
-
-
-def ours_training(size: str, args: Any, device: torch.device, workdir: Path, name: str) -> tuple[float, Path]:
-    from vision.engine import Trainer
-    from vision.engine.config import resolve_args
-
-    argv = [
-        f"recipe=yolo_{size}_bccd", f"epochs={args.epochs}", f"imgsz={args.train_imgsz}",
-        f"model_kwargs.imgsz={args.train_imgsz}", f"batch={args.train_batch}", f"device={device}",
-        f"val_period={10**6}", "plots=false", "tensorboard=false", f"project={workdir}", f"name={name}",
-        f"fraction={args.fraction}", f"workers={args.workers}",
-    ]  # fmt: skip
-    with contextlib.redirect_stdout(None) if not args.quick else contextlib.nullcontext():
-        run_dir = Trainer(resolve_args(argv)).fit()
-    with open(run_dir / "metrics.csv", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    times = [float(r["time"]) for r in rows[:-1]] or [float(rows[-1]["time"])]  # the last epoch validates
-    return _median_epoch(times), run_dir
-
-
-def _bccd_as_yolo(root: Path) -> Path:
-    """BCCD (COCO json) -> ultralytics' layout: images/{split} symlinks, labels/{split}/*.txt, data.yaml."""
+def _train(side: str, size: str, args: Any, workdir: Path, name: str) -> tuple[float, Path]:
+    """Median training seconds per epoch of one side and where its weights are: in a process of its own unless
+    ``--same-process`` (as :func:`_sides`)."""
     from vision.data import find_bccd
 
-    src = Path(find_bccd())
-    names: list[str] = []
-    for split in ("train", "val"):
-        ann = json.loads((src / "annotations" / f"{split}.json").read_text(encoding="utf-8"))
-        cats = sorted(ann["categories"], key=lambda c: c["id"])
-        names = [c["name"] for c in cats]
-        index = {c["id"]: i for i, c in enumerate(cats)}
-        (root / "images" / split).mkdir(parents=True, exist_ok=True)
-        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
-        by_image: dict[int, list[str]] = {im["id"]: [] for im in ann["images"]}
-        sizes = {im["id"]: (im["width"], im["height"]) for im in ann["images"]}
-        for a in ann["annotations"]:
-            W, H = sizes[a["image_id"]]
-            x, y, w, h = a["bbox"]
-            by_image[a["image_id"]].append(
-                f"{index[a['category_id']]} {(x + w / 2) / W} {(y + h / 2) / H} {w / W} {h / H}"
-            )
-        for im in ann["images"]:
-            name = Path(im["file_name"]).name
-            link = root / "images" / split / name
-            if not link.exists():
-                link.symlink_to(src / "images" / im["file_name"])
-            (root / "labels" / split / f"{Path(name).stem}.txt").write_text("\n".join(by_image[im["id"]]) + "\n")
-    yaml_path = root / "data.yaml"
-    yaml_path.write_text(json.dumps({"path": str(root), "train": "images/train", "val": "images/val", "names": names}))
-    return yaml_path
-
-
-def ultralytics_training(size: str, args: Any, device: torch.device, workdir: Path, name: str) -> tuple[float, Path]:
-    import ultralytics
-    from ultralytics.utils import torch_utils
-
-    torch_utils.NUM_THREADS = args.threads  # its CPU training resets torch's threads to this (default cores - 1)
-    data = _bccd_as_yolo(workdir / "bccd_yolo")
-    model = ultralytics.YOLO(f"yolov8{size}.yaml")
-    times: list[float] = []
-    start: list[float] = []
-    model.add_callback("on_train_epoch_start", lambda trainer: start.append(time.perf_counter()))
-    model.add_callback("on_train_epoch_end", lambda trainer: times.append(time.perf_counter() - start[-1]))
-    model.train(
-        data=str(data), epochs=args.epochs, imgsz=args.train_imgsz, batch=args.train_batch,
-        device=0 if device.type == "cuda" else "cpu", workers=args.workers, val=False, plots=False,
-        project=str(workdir), name=name, pretrained=False, fraction=args.fraction, verbose=False,
-    )  # fmt: skip
-    torch.set_num_threads(args.threads)
-    return _median_epoch(times), Path(model.trainer.save_dir) / "weights" / "last.pt"
+    opts = {k: getattr(args, k) for k in ("epochs", "train_imgsz", "train_batch", "threads", "fraction", "workers")}
+    kwargs = {"size": size, "opts": {**opts, "quiet": not args.quick}, "device": args.device,
+              "workdir": str(workdir), "name": name, "bccd": str(find_bccd())}  # fmt: skip
+    function = f"{side}_training"
+    if args.same_process:
+        secs, where = getattr(_yolo_sides, function)(**kwargs)
+    else:
+        secs, where = call_in_process("_yolo_sides", function, kwargs, threads=args.threads, **_process_of(side))
+    return float(secs), Path(where)
 
 
 # ------------------------------------------------------------------------------------------------------------ accuracy
@@ -252,13 +182,12 @@ def training(size: str, args: Any, device: torch.device, peer: bool) -> None:
         for contended in (False, True) if args.contend else (False,):
             label = "contended" if contended else "alone"
             tag = f"yolo_{size} train BCCD b{args.train_batch} {args.train_imgsz}px {args.epochs} ep"
-            sides = [("ours", ours_training)] + ([("ultralytics", ultralytics_training)] if peer else [])
             secs: dict[str, float] = {}
             where: dict[str, Path] = {}
-            for side, fn in sides:  # one after the other: a whole training cannot be interleaved
-                before = load()
+            for side in ["ours"] + (["ultralytics"] if peer else []):  # one after the other: a whole training
+                before = load()  # cannot be interleaved
                 with contention(args.contend_procs) if contended else contextlib.nullcontext():
-                    secs[side], where[side] = fn(size, args, device, Path(tmp), f"{side}_{size}_{label}")
+                    secs[side], where[side] = _train(side, size, args, Path(tmp), f"{side}_{size}_{label}")
                 extra = f" | slowdown {secs[side] / alone[side]:.2f}x" if contended else ""
                 print(f"{tag} {label:<9} {side:<11} {secs[side]:7.2f} s/epoch{extra}  [load {before} -> {load()}]")
             if "ultralytics" in secs:
@@ -284,6 +213,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=30, help="timed calls per side (median reported)")
     parser.add_argument("--contend", action="store_true", help="repeat every timing beside a CPU-bound process")
     parser.add_argument("--contend-procs", type=int, default=1, help="CPU-bound processes started by --contend")
+    parser.add_argument("--same-process", action="store_true",
+                        help="time both inference sides in this process (default: each in its own)")  # fmt: skip
     parser.add_argument("--skip-infer", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-ultralytics", action="store_true")

@@ -15,4 +15,7 @@ from __future__ import annotations
 
 import os
 
+#: whether this module set ``OMP_WAIT_POLICY`` (False when the environment had it): a child process that should
+#: start as a user's process without vision would (e.g. a peer library's side of a benchmark) drops it
+SET_HERE = "OMP_WAIT_POLICY" not in os.environ
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -78,6 +78,7 @@ def part_yolo(ctx: PartContext) -> None:
     import torch
 
     bench = load_bench("yolo")
+    sides = load_bench("_yolo_sides")  # both sides in this process: on the GPU no process-wide CPU setting matters
     device = torch.device(ctx.device)
     if ctx.dry_run:
         sizes, batches, imgsz = ("n",), (1, 2), 96
@@ -94,20 +95,20 @@ def part_yolo(ctx: PartContext) -> None:
         ctx.skip("ultralytics", peer + "; our side measured alone")
 
     def images_per_s(make: Any, size: str, b: int) -> float:  # benchmarks/yolo.py's predictors and timing
-        seconds = bench.alternate({"run": make(size, b, imgsz, conf, device)}, warmup=args.warmup,
+        seconds = bench.alternate({"run": make(size, b, imgsz, conf, ctx.device)}, warmup=args.warmup,
                                   iters=args.iters, sync=bench._sync(device))["run"]  # fmt: skip
         return b / seconds
 
     for size in sizes:
         for b in batches:
             key = f"infer.{size}.b{b}"
-            ours = ctx.attempt(f"{key}.ours", lambda s=size, b=b: images_per_s(bench.ours_predictor, s, b))
+            ours = ctx.attempt(f"{key}.ours", lambda s=size, b=b: images_per_s(sides.ours_predictor, s, b))
             if ours is not None:
                 ctx.record(f"{key}.ours_images_per_s", ours)
             if peer:
                 continue
             theirs = ctx.attempt(
-                f"{key}.ultralytics", lambda s=size, b=b: images_per_s(bench.ultralytics_predictor, s, b)
+                f"{key}.ultralytics", lambda s=size, b=b: images_per_s(sides.ultralytics_predictor, s, b)
             )
             if theirs is not None:
                 ctx.record(f"{key}.ultralytics_images_per_s", theirs)
@@ -119,12 +120,17 @@ def part_yolo(ctx: PartContext) -> None:
     work = ctx.workdir / "yolo_train"
     work.mkdir(exist_ok=True)
     # seconds per epoch on the same images; the ratio ultralytics / ours is ours' images/s over theirs
-    ours = ctx.attempt("train.n.ours", lambda: bench.ours_training("n", args, device, work, "ours")[0])
+    opts = {**{k: getattr(args, k) for k in ("epochs", "train_imgsz", "train_batch", "threads", "fraction", "workers")},
+            "quiet": True}  # fmt: skip
+    where = (ctx.device, str(work))
+    ours = ctx.attempt("train.n.ours", lambda: sides.ours_training("n", opts, *where, "ours", str(ctx.bccd))[0])
     if ours is not None:
         ctx.record("train.n.ours_s_per_epoch", ours)
     if peer:
         return
-    theirs = ctx.attempt("train.n.ultralytics", lambda: bench.ultralytics_training("n", args, device, work, "peer")[0])
+    theirs = ctx.attempt(
+        "train.n.ultralytics", lambda: sides.ultralytics_training("n", opts, *where, "peer", str(ctx.bccd))[0]
+    )
     if theirs is not None:
         ctx.record("train.n.ultralytics_s_per_epoch", theirs)
         if ours is not None:
