@@ -322,20 +322,22 @@ def list_models(
         task: keep models of this task (``"classification"``, ``"detection"``, ``"generation"``).
         pretrained: list ``arch.tag`` names, one per published weight file, instead of architectures.
         capability: keep entries with this tag (``"features"``, ``"classification"``, ...).
+
+    A ``timm/`` name is filtered like any registered one, by the entry the registry makes for it: task
+    ``"classification"`` and the tags ``classification``, ``features``, ``timm`` and ``self-weights``. ``features``
+    means :func:`create_backbone` takes the name (timm's ``features_only`` extraction, which nearly every timm
+    architecture supports; timm itself refuses the few that do not when the backbone is built). So
+    ``list_models("timm/resnet18*", task="detection")`` is empty.
+
+    Example:
+        >>> vision.list_models("resnet1*", capability="features")  # ["resnet101", "resnet152", "resnet18"]
+        >>> vision.list_models("timm/resnet18*", task="classification")  # ["timm/resnet18", "timm/resnet18d"]
     """
     if pattern.startswith("timm/"):
-        from vision.backbones.timm import list_timm
-
-        if pretrained:
-            import timm
-
-            return sorted("timm/" + n for n in timm.list_models(pattern[5:], pretrained=True))
-        return list_timm(pattern[5:])
+        return _list_timm(pattern, task=task, pretrained=pretrained, capability=capability)
     names: list[str] = []
     for _, entry in all_entries():
-        if task is not None and entry.task != task:
-            continue
-        if capability is not None and capability not in entry.tags:
+        if not _keeps(entry, task=task, capability=capability):
             continue
         if pretrained:
             names += [
@@ -346,3 +348,22 @@ def list_models(
         elif fnmatch.fnmatchcase(entry.name, pattern):
             names.append(entry.name)
     return sorted(set(names))
+
+
+def _keeps(entry: Entry, *, task: str | None, capability: str | None) -> bool:
+    """Whether ``entry`` passes :func:`list_models`' ``task`` and ``capability`` filters."""
+    return (task is None or entry.task == task) and (capability is None or capability in entry.tags)
+
+
+def _list_timm(pattern: str, *, task: str | None, pretrained: bool, capability: str | None) -> list[str]:
+    """:func:`list_models` for a ``timm/`` pattern: timm's names (``timm/arch`` or ``timm/arch.tag``), each kept when
+    the registry entry of its architecture passes the ``task`` and ``capability`` filters."""
+    import timm
+
+    names = sorted("timm/" + n for n in timm.list_models(pattern[len("timm/") :], pretrained=pretrained))
+    if task is None and capability is None:
+        return names
+    from vision.registry import _ensure_builtin
+
+    _ensure_builtin()
+    return [n for n in names if _keeps(BACKBONES.get(split_name(n)[0]), task=task, capability=capability)]

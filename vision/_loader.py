@@ -6,6 +6,7 @@ What ``weights`` may be, and what the model gets:
 - a run folder (``args.yaml`` + ``weights/``), a file inside a run's ``weights/``, or any ``.safetensors`` file whose
   metadata names its model (a copied ``best.safetensors``): the architecture, its keyword arguments, the class
   names, the label offset and the preprocessing come from the file's metadata (else the run's ``args.yaml``);
+  ``model=`` may be left out or repeat that architecture, never replace it (the weights fit no other);
 - a plain weights file (safetensors / ``.pt`` / ``.pth``: ours, torchvision's, timm's or lukemelas' layout) or a URL,
   with ``model=``: a copy of a published file (same SHA-256) gets that card (names and preprocessing); a file whose
   classifier has another size than the architecture's default builds the model with the file's class count (never a
@@ -13,7 +14,10 @@ What ``weights`` may be, and what the model gets:
 - a weight tag (``tv2_in1k``) or ``None`` with ``model=``: as :func:`vision.create_model`.
 
 A ``weights`` that looks like a path (a path separator or a weights-file suffix: ``.safetensors``, ``.pt``, ``.pth``,
-``.bin``, ``.ckpt``, ``.onnx``) but names nothing is refused as ``weights=PATH: no such file or folder``.
+``.bin``, ``.ckpt``, ``.onnx``) but names nothing is refused as ``weights=PATH: no such file or folder``. An exported
+``.onnx`` file is refused with a pointer to :func:`vision.deploy.load_onnx`, and a training-state file
+(``weights/last.state.pt``, ``weights/ckpt/<unit>/state.pt``: what ``resume=`` reads) with the ``.safetensors`` weights
+to load instead: it holds the raw (not EMA) weights and the optimiser, but no class names or preprocessing.
 
 A file written by ``vision prune`` (metadata ``pruned``) holds fewer channels than the architecture: the model is
 built as usual, then every Conv2d (groups included), BatchNorm and Linear is reshaped to the stored shapes before the
@@ -23,6 +27,7 @@ weights load. Feature adapters trained for distillation (``distill_adapters.*``)
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -56,6 +61,11 @@ def _looks_like_path(weights: str | os.PathLike[str]) -> bool:
     return "/" in text or "\\" in text or os.sep in text or text.lower().endswith(_WEIGHT_SUFFIXES)
 
 
+def _is_onnx(weights: str | os.PathLike[str]) -> bool:
+    """Whether ``weights`` names an ONNX file (by its suffix; a URL's query and fragment aside)."""
+    return os.fspath(weights).split("?", 1)[0].split("#", 1)[0].lower().endswith(".onnx")
+
+
 def find_trained_file(weights: str | os.PathLike[str] | None) -> tuple[Path, dict[str, Any], Path | None] | None:
     """``(weights file, its metadata, run folder or None)`` when ``weights`` names a file written by training.
 
@@ -65,12 +75,15 @@ def find_trained_file(weights: str | os.PathLike[str] | None) -> tuple[Path, dic
     Raises:
         FileNotFoundError: a run folder without weights; ``weights`` looks like a path (a separator or a weights-file
             suffix, see :func:`_looks_like_path`) and nothing exists there.
+        ValueError: a training-state file (``*.state.pt``, ``ckpt/<unit>/state.pt``), naming the weights to use.
     """
     if not weights or (isinstance(weights, str) and _is_url(weights)):
         return None
     p = Path(weights)
     if _looks_like_path(weights) and not p.exists():
         raise FileNotFoundError(f"weights={weights}: no such file or folder")
+    if p.is_file():
+        _refuse_training_state(p)
     if p.is_dir():
         if not ((p / "args.yaml").is_file() and (p / "weights").is_dir()):
             return None
@@ -85,6 +98,32 @@ def find_trained_file(weights: str | os.PathLike[str] | None) -> tuple[Path, dic
     if run is None and "model" not in meta:
         return None  # a plain weights file: for create_model(model, weights=path)
     return p, meta, run
+
+
+def _refuse_training_state(path: Path) -> None:
+    """Refuse a training-state file (``weights/last.state.pt``, ``weights/ckpt/<unit>/state.pt``: what ``resume=``
+    reads, see :mod:`vision.engine.checkpoint`), naming the weights file written beside it.
+
+    Such a file holds the raw weights (not the EMA weights a run evaluates and saves), the optimiser and the RNG states,
+    but not the class names, label offset and preprocessing, which are in the ``.safetensors`` header beside it; that
+    file is the one to load.
+    """
+    in_unit = re.fullmatch(r"e\d+-s\d+", path.parent.name) and path.parent.parent.name == "ckpt"  # engine's UNITS
+    unit = path.name == "state.pt" and in_unit
+    if not (path.name.endswith(".state.pt") or unit):
+        return
+    weights_dir = path.parents[2] if unit else path.parent
+    run = weights_dir.parent if weights_dir.name == "weights" and (weights_dir.parent / "args.yaml").is_file() else None
+    beside = [weights_dir / n for n in _WEIGHT_NAMES if (weights_dir / n).is_file()]
+    if unit:
+        use = f"{path.parent / 'weights.safetensors'} (this checkpoint's weights)"
+    elif beside:
+        use = " or ".join(map(str, beside))
+    else:
+        use = f"the run's weights/{' or '.join(_WEIGHT_NAMES)}"
+    raise ValueError(
+        f"{path} is a training-state file (for resume=); use {use}{f', or the run folder {run}' if run else ''}"
+    )
 
 
 def run_args(run: Path | None) -> dict[str, Any]:
@@ -228,10 +267,18 @@ def load_model(
     """A model ready for inference, in eval mode, from a run, a weights file, a tag or a URL (module docstring).
 
     Args:
-        weights: a run folder, a weights file, a URL, a weight tag of ``model``, or ``None`` (random init).
-        model: the architecture (required unless ``weights`` is a run or a file written by training, where it
-            overrides the stored one).
+        weights: a run folder, a weights file, a URL, a weight tag of ``model``, or ``None`` (random init). Not an
+            exported ``.onnx`` file (load that with :func:`vision.deploy.load_onnx`) nor a training-state file
+            (``*.state.pt``, for ``resume=``: load the ``.safetensors`` weights beside it).
+        model: the architecture; required unless ``weights`` is a run or a file written by training, which names its
+            own: then leave it out or give that same architecture (trained weights load only into the architecture
+            they were trained as; another one is refused, naming the stored one).
         device: where to put the model (default: stay on the CPU).
+
+    Raises:
+        ValueError: ``model=`` missing for plain weights, or another architecture than a trained file's; an ONNX or a
+            training-state file (the message says what to load instead).
+        FileNotFoundError: ``weights`` looks like a path and names nothing.
 
     Returns:
         The model with ``model.task`` set, ``model.categories`` (data-set class names, when known) and ``model.card``
@@ -241,6 +288,11 @@ def load_model(
         >>> model = vision.load_model("runs/detection/train")                  # a training run
         >>> model = vision.load_model("resnet18-ft.pth", model="resnet18")      # a fine-tuned plain file
     """
+    if weights is not None and _is_onnx(weights) and (_is_url(os.fspath(weights)) or Path(weights).is_file()):
+        path = os.fspath(weights)  # also one in a run's weights/, where vision export writes it
+        how = "download it and load it with vision.deploy.load_onnx(path)" if _is_url(path) else (
+            f"load it with vision.deploy.load_onnx({path!r})")  # fmt: skip
+        raise ValueError(f"{path} is an exported ONNX model, not PyTorch weights: {how}")
     found = find_trained_file(weights)
     if found is not None:
         net = _load_trained(*found, model)

@@ -27,6 +27,7 @@ __all__ = [
     "expand_source",
     "hwc_to_chw",
     "read_image",
+    "writable_suffixes",
     "write_image",
 ]
 
@@ -153,18 +154,54 @@ def hwc_to_chw(image: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
+#: suffixes :func:`write_image` tries, in the order its error lists them (those this OpenCV build can write)
+_WRITE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jp2", ".avif")
+_GREY_ONLY = (".pgm", ".pbm")
+
+
+def writable_suffixes() -> tuple[str, ...]:
+    """The image suffixes this OpenCV build can write (``cv2.haveImageWriter``), e.g. ``(".png", ".jpg", ...)``."""
+    return tuple(s for s in _WRITE_SUFFIXES if cv2.haveImageWriter(f"x{s}"))
+
+
 def write_image(path: str | os.PathLike[str], image: torch.Tensor) -> Path:
-    """Write ``uint8 [3, H, W]`` RGB (or ``[1, H, W]`` grey) as PNG/JPEG by the file extension; returns the path."""
-    if image.dim() != 3 or image.shape[0] not in (1, 3) or image.dtype != torch.uint8:
-        raise ValueError(f"write_image expects uint8 [3, H, W] or [1, H, W], got {image.dtype} {tuple(image.shape)}")
+    """Write ``uint8 [3, H, W]`` RGB (or ``[1, H, W]`` grey) to ``path``, encoded by its suffix; returns the path.
+
+    The suffix picks the format (``.png``, ``.jpg``, ``.webp``, ... : :func:`writable_suffixes`; a path without one is
+    written as PNG). The file is replaced atomically (written beside it, then renamed); missing folders are made.
+
+    Raises:
+        ValueError: ``image`` is not ``uint8 [3 or 1, H, W]``, or the suffix is no image format OpenCV can write (the
+            message names the path and the suffixes it can), or an RGB image for a grey-only format (``.pgm``); checked
+            before anything is written.
+
+    Example:
+        >>> write_image("out/cat.png", read_image("cat.jpg"))  # Path("out/cat.png")
+    """
+    if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] not in (1, 3) or image.dtype != torch.uint8:
+        got = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, Tensor) else type(image).__name__
+        raise ValueError(f"write_image expects a uint8 [3, H, W] or [1, H, W] tensor, got {got}")
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    array = image.permute(1, 2, 0).cpu().numpy()
+    suffix = p.suffix or ".png"
+    if not cv2.haveImageWriter(f"x{suffix}"):
+        raise ValueError(
+            f"cannot write an image to {p}: {suffix!r} is not an image format OpenCV can write; use one of "
+            f"{', '.join(writable_suffixes())}"
+        )
+    if suffix.lower() in _GREY_ONLY and image.shape[0] != 1:
+        raise ValueError(f"cannot write an RGB image to {p}: {suffix!r} holds grey images only ([1, H, W])")
+    array = image.detach().permute(1, 2, 0).cpu().numpy()
     if array.shape[2] == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(p.suffix or ".png", array)
+    try:
+        ok, encoded = cv2.imencode(suffix, array)
+    except cv2.error as err:  # a writer this build lists but cannot use (e.g. OpenEXR switched off)
+        ok, why = False, str(err).strip().splitlines()[-1]
+    else:
+        why = "OpenCV's encoder failed"
     if not ok:
-        raise ValueError(f"cannot encode an image as {p.suffix!r} ({p})")
+        raise ValueError(f"cannot encode an image as {suffix!r} ({p}): {why}")
+    p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
     encoded.tofile(tmp)
     os.replace(tmp, p)
@@ -190,8 +227,8 @@ def expand_source(
     Raises:
         FileNotFoundError: nothing matches, or ``source`` is a URL (nothing is downloaded); the message names
             ``source``.
-        ValueError: a video where only images are read (``videos=False``), an empty list, or a list item that is not
-            a path.
+        ValueError: a video where only images are read (``videos=False``), an empty or blank string (it is not read as
+            the current folder), an empty list, or a list item that is not a path or is blank.
 
     Example:
         >>> expand_source("cells/")  # [Path("cells/a.jpg"), Path("cells/b.png")]
@@ -207,9 +244,13 @@ def expand_source(
                     f"source item {i} ({item!r}, {type(item).__name__}) is not a path: a source list holds image "
                     "files, folders or globs"
                 )
+            if not os.fspath(item).strip():
+                raise ValueError(f"source item {i} is empty ({item!r}): give an image file, a folder or a glob")
             files.extend(_expand_one(os.fspath(item), videos=videos))
         return files
     text = os.fspath(source) if isinstance(source, os.PathLike) else str(source)
+    if not text.strip():  # Path("") is the current folder: never read it by accident
+        raise ValueError(f"source is empty ({text!r}): give an image file, a folder, a glob or a list of them")
     parts = [part.strip() for part in text.split(",")]
     if len(parts) > 1 and not Path(text).exists() and not _matches(text) and not _is_url(text):
         if not all(parts):

@@ -87,9 +87,10 @@ def load_sources(source: Any) -> list[tuple[Tensor, str | None]]:
     by commas); each path in a list is one file, folder or glob. The same file given twice is read twice.
 
     Raises:
-        FileNotFoundError: a path that matches no image, or a URL (nothing is downloaded); ValueError: an array or
-        tensor of the wrong shape or dtype, a float tensor with values outside [0, 1] (e.g. 0..255), a video, or a
-        source of another type. The message names the item (``source[2] tensor: ...``) or the path.
+        FileNotFoundError: a path that matches no image, or a URL (nothing is downloaded); ValueError: an empty or
+        blank path, an array or tensor of the wrong shape or dtype, a float tensor with values outside [0, 1] (e.g.
+        0..255), a video, or a source of another type. The message names the item (``source[2] tensor: ...``) or the
+        path.
     """
     return _load(source, "source", in_list=False)
 
@@ -98,6 +99,8 @@ def _load(source: Any, what: str, *, in_list: bool) -> list[tuple[Tensor, str | 
     from vision.io import expand_source, read_image
 
     if isinstance(source, str | os.PathLike):  # in a list, one path is one source (not split at commas)
+        if not os.fspath(source).strip():  # named here: expand_source would number it within a list of one
+            raise ValueError(f"{what} is empty ({source!r}): give an image file, a folder or a glob")
         return [(read_image(f), str(f)) for f in expand_source([source] if in_list else source)]
     if isinstance(source, Tensor):
         return [(_from_tensor(source, f"{what} tensor"), None)]

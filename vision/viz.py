@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vision.io import write_image
+
 __all__ = ["denormalize", "draw_boxes", "make_grid", "palette", "save_image"]
 
 
@@ -33,12 +35,17 @@ def palette(n: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def _hwc(image: Tensor) -> np.ndarray:
+def _check(image: Tensor) -> None:
+    """Refuse anything but a ``uint8 [3, H, W]`` (or ``[1, H, W]``) tensor, saying what it got."""
     if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] not in (1, 3):
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
         raise ValueError(f"expected an image tensor [3, H, W], got {shape}")
     if image.dtype != torch.uint8:
         raise ValueError(f"expected an uint8 image, got {image.dtype} (see vision.viz.denormalize)")
+
+
+def _hwc(image: Tensor) -> np.ndarray:
+    _check(image)
     return np.ascontiguousarray(image.detach().cpu().expand(3, -1, -1).permute(1, 2, 0).numpy())
 
 
@@ -130,9 +137,10 @@ def make_grid(images: Sequence[Tensor], *, nrow: int | None = None, padding: int
 
 
 def save_image(image: Tensor, path: str | os.PathLike) -> Path:
-    """Write ``uint8 [3, H, W]`` RGB to ``path`` (format from the suffix, e.g. ``.png``); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(_hwc(image), cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path} (unsupported suffix?)")
-    return path
+    """Write ``uint8 [3, H, W]`` RGB to ``path`` (format from the suffix, e.g. ``.png``); returns the path.
+
+    The same writer as :func:`vision.io.write_image` (atomic replace, folders made; an unknown suffix raises
+    ``ValueError`` naming the path and the suffixes OpenCV can write).
+    """
+    _check(image)
+    return write_image(path, image)

@@ -12,7 +12,12 @@ Example:
     >>> ds = Digits("train", size=32, transform=build_transform("classification_train", size=32))
     >>> det = SyntheticShapes(1000, size=256)
     >>> loader = torch.utils.data.DataLoader(det, batch_size=32, collate_fn=detection_collate, num_workers=4)
-    >>> images, targets = GpuAugment(size=320, mosaic=0.5).to("cuda")(*move(next(iter(loader)), "cuda"))
+    >>> images, targets = next(iter(loader))  # uint8 [32, 3, 256, 256]; [{"boxes", "labels", "masks", "image_id"}]
+    >>> device = "cuda" if torch.cuda.is_available() else "cpu"
+    >>> targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+    >>> x, targets = GpuAugment(size=320, mosaic=0.5).to(device)(images.to(device), targets)
+    >>> x.shape, x.dtype  # normalised
+    (torch.Size([32, 3, 320, 320]), torch.float32)
 """
 
 from vision.data._bad import REASONS, BadSample, BadSampleWarning, DataError, DataSummaryWarning

@@ -67,8 +67,12 @@ class NoiseSchedule:
 
     Example:
         >>> sched = NoiseSchedule(timesteps=1000, schedule="cosine")
-        >>> x_t = sched.add_noise(x0, noise, t)                  # t: int64 [B]
-        >>> x_prev = sched.ddim_step(x_t, x0_hat, eps_hat, t=999, t_prev=979, eta=0.0)
+        >>> x0, noise = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
+        >>> x_t = sched.add_noise(x0, noise, torch.tensor([999, 999]))  # t: int or int64 [B]
+        >>> x0_hat, eps_hat = sched.split_output("eps", noise, x_t, 999)  # from a denoiser's output (here: exact)
+        >>> x_prev = sched.ddim_step(x_t, x0_hat, eps_hat, t=999, t_prev=979, eta=0.0)  # deterministic: no noise
+        >>> x_prev.shape
+        torch.Size([2, 1, 8, 8])
     """
 
     def __init__(
@@ -208,8 +212,11 @@ class NoiseSchedule:
             "sqrt_one_minus_alphas_cumprod", t, x_t
         )
 
-    def ddpm_step(self, x_t: Tensor, x0: Tensor, *, t: int, t_prev: int, noise: Tensor | None) -> Tensor:
-        """One ancestral step: a sample of ``q(x_{t_prev} | x_t, x_0 = x0)`` (the mean when ``noise`` is None)."""
+    def ddpm_step(self, x_t: Tensor, x0: Tensor, *, t: int, t_prev: int, noise: Tensor | None = None) -> Tensor:
+        """One ancestral step: a sample of ``q(x_{t_prev} | x_t, x_0 = x0)`` (the mean when ``noise`` is None).
+
+        ``x_t``, ``x0`` and ``noise`` (standard normal) are float ``[B, ...]`` of one shape; so is the result.
+        """
         c0, ct, var = self.posterior_coefficients(t, t_prev)
         mean = c0 * x0 + ct * x_t
         if noise is None or var == 0.0:
@@ -217,9 +224,14 @@ class NoiseSchedule:
         return mean + math.sqrt(var) * noise
 
     def ddim_step(
-        self, x_t: Tensor, x0: Tensor, eps: Tensor, *, t: int, t_prev: int, eta: float, noise: Tensor | None
+        self, x_t: Tensor, x0: Tensor, eps: Tensor, *, t: int, t_prev: int, eta: float, noise: Tensor | None = None
     ) -> Tensor:
-        """``x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma noise`` (DDIM eq. 12)."""
+        """``x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma noise`` (DDIM eq. 12).
+
+        ``x_t``, ``x0``, ``eps`` and ``noise`` (standard normal) are float ``[B, ...]`` of one shape; so is the result.
+        ``noise`` is only read when ``sigma > 0`` (``eta > 0`` and ``t_prev >= 0``); ``None`` (the default, all that
+        ``eta = 0`` needs) leaves the ``sigma noise`` term out, giving the step's mean, as :meth:`ddpm_step` does.
+        """
         ab_prev = self.alpha_bar(t_prev)
         sigma = self.ddim_sigma(t, t_prev, eta)
         out = math.sqrt(ab_prev) * x0 + math.sqrt(max(0.0, 1.0 - ab_prev - sigma**2)) * eps
