@@ -45,10 +45,12 @@ __all__ = [
     "Registry",
     "UnknownNameError",
     "close_matches",
+    "describe",
     "discover_plugins",
     "import_submodules",
     "resolve_entry",
     "split_name",
+    "weights_from_name",
 ]
 
 ENTRY_POINT_GROUP = "vision.models"
@@ -86,8 +88,11 @@ class Entry:
     def card(self, tag: str | None = None) -> WeightsCard:
         """The card for ``tag`` (default card when ``None``); ``KeyError`` naming the known tags otherwise."""
         tag = tag or self.default_tag
+        if not self.cards:
+            asked = f" (no tag {tag!r})" if tag is not None else ""
+            raise UnknownNameError(f"{self.name} has no published weights{asked}")
         if tag is None or tag not in self.cards:
-            known = ", ".join(sorted(self.cards)) or "none"
+            known = ", ".join(sorted(self.cards))
             raise UnknownNameError(f"{self.name} has no weights tagged {tag!r}; known tags: {known}")
         return self.cards[tag]
 
@@ -102,12 +107,36 @@ def close_matches(word: str, names: Iterable[str], n: int = 5, cutoff: float = 0
     return [name for _, name in sorted(scored)[:n]]
 
 
+def describe(value: Any) -> str:
+    """``value`` for an error message: short plain values as their repr, anything else (a module, whose repr runs to
+    hundreds of lines) as ``"a <class name>"``."""
+    if value is None or isinstance(value, bool | int | float | str):
+        text = repr(value)
+        return text if len(text) <= 80 else f"{text[:77]}..."
+    return f"a {type(value).__name__}"
+
+
 def split_name(name: str) -> tuple[str, str | None]:
     """``"resnet50.tv_in1k"`` -> ``("resnet50", "tv_in1k")``; ``"resnet50"`` -> ``("resnet50", None)``."""
     if not isinstance(name, str) or not name:
-        raise TypeError(f"a model name must be a non-empty string, got {name!r}")
+        raise TypeError(f"a model name must be a non-empty string, got {describe(name)}")
     arch, sep, tag = name.partition(".")
     return arch, (tag if sep else None)
+
+
+def weights_from_name(name: str, weights: Any, *, keyword: str = "weights") -> tuple[str, Any]:
+    """A name's weight tag moved to its weights argument, so that both spellings build the same model:
+    ``("resnet18.tv_in1k", None)`` -> ``("resnet18", "tv_in1k")``; a name without a tag keeps ``weights``.
+
+    Raises:
+        ValueError: the name has a tag and ``weights`` selects other weights (``True`` means the tag's).
+    """
+    arch, tag = split_name(name)
+    if tag is None:
+        return arch, weights
+    if weights not in (None, True):
+        raise ValueError(f"{name} already selects weights {tag!r}; do not also pass {keyword}={describe(weights)}")
+    return arch, tag
 
 
 class Registry:
@@ -117,12 +146,15 @@ class Registry:
     resolver (``register_prefix("timm/", fn)``) builds entries on demand for open-ended families. ``builtin`` names
     the packages whose import registers the built-in entries; they are imported the first time the registry is read
     (by name, so that a low layer never imports a higher one and building a model never imports the data pipeline).
+    ``listing`` is the command that lists the names (unknown-name errors point at it).
     """
 
-    def __init__(self, kind: str, *, builtin: Iterable[str] = ()) -> None:
+    def __init__(self, kind: str, *, builtin: Iterable[str] = (), listing: str | None = None) -> None:
         self.kind = kind
+        self.listing = listing
         self._entries: dict[str, Entry] = {}
         self._prefixes: dict[str, Callable[[str], Entry | None]] = {}
+        self._prefix_names: dict[str, Callable[[], Iterable[str]]] = {}
         self._builtin = tuple(builtin)
         self._loaded = False
 
@@ -184,9 +216,18 @@ class Registry:
         """Remove a name (for tests and plugins that replace a builder deliberately)."""
         self._entries.pop(name, None)
 
-    def register_prefix(self, prefix: str, resolver: Callable[[str], Entry | None]) -> None:
-        """Resolve names starting with ``prefix`` on demand (``resolver(name) -> Entry | None``)."""
+    def register_prefix(
+        self,
+        prefix: str,
+        resolver: Callable[[str], Entry | None],
+        *,
+        names: Callable[[], Iterable[str]] | None = None,
+    ) -> None:
+        """Resolve names starting with ``prefix`` on demand (``resolver(name) -> Entry | None``); ``names()``, if
+        given, lists the family's names (prefix included) for the close matches of an unknown one."""
         self._prefixes[prefix] = resolver
+        if names is not None:
+            self._prefix_names[prefix] = names
 
     def prefixes(self) -> tuple[str, ...]:
         return tuple(self._prefixes)
@@ -238,14 +279,31 @@ class Registry:
         return None
 
     def unknown_message(self, arch: str, extra: Iterable[str] = ()) -> str:
-        names = list(self._entries) + list(extra)
+        """The error text for an unknown name: close matches, and where the known names are listed.
+
+        ``extra``: names that are valid beside this registry's own (``create_model`` also accepts classifying
+        backbones); they count among the names the listing command shows.
+        """
+        noun = self.kind[:-1] if self.kind.endswith("s") else self.kind
+        prefix = next((p for p in self._prefixes if arch.startswith(p)), None)
+        if prefix is not None:  # an open-ended family (timm/): its own names, its own listing
+            family = prefix.rstrip("/")
+            lister = self._prefix_names.get(prefix)
+            close = close_matches(arch, lister()) if lister is not None else []
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            return (
+                f"unknown {noun} {arch!r}: {family} has no model {arch[len(prefix) :]!r}.{hint} "
+                f"`vision list '{prefix}*'` lists {family}'s models."
+            )
+        names = sorted({*self._entries, *extra})
         close = close_matches(arch, names)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         prefixes = f" Names starting with {', '.join(self._prefixes)} are also accepted." if self._prefixes else ""
-        return (
-            f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} {arch!r}.{hint}{prefixes} "
-            f"`vision list` shows all {len(names)} names."
-        )
+        if self.listing is not None:
+            where = f"`{self.listing}` shows the {len(names)} {self.kind}."
+        else:
+            where = f"Known {self.kind}: {', '.join(names)}." if len(names) <= 12 else f"{len(names)} are registered."
+        return f"unknown {noun} {arch!r}.{hint}{prefixes} {where}"
 
     def build(self, name: str, **kwargs: Any) -> Any:
         """Call the builder of ``name`` with ``kwargs``."""
@@ -257,9 +315,9 @@ class Registry:
         return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
 
 
-BACKBONES = Registry("backbones", builtin=("vision.backbones",))
+BACKBONES = Registry("backbones", builtin=("vision.backbones",), listing="vision list --capability features")
 NECKS = Registry("necks", builtin=("vision.necks",))
-MODELS = Registry("models", builtin=("vision.backbones", "vision.necks", "vision.models"))
+MODELS = Registry("models", builtin=("vision.backbones", "vision.necks", "vision.models"), listing="vision list")
 DATASETS = Registry("datasets", builtin=("vision.data",))
 #: training tasks: each entry's builder is the task class (see :class:`vision.engine.task.Task`)
 TASKS = Registry("tasks", builtin=("vision.tasks",))
@@ -338,5 +396,7 @@ def resolve_entry(name: str) -> Entry:
             continue
         if registry is MODELS or "classification" in entry.tags:
             return entry
+    if any(arch.startswith(p) for p in BACKBONES.prefixes()):  # timm/<name>: timm's names, not ours
+        raise UnknownNameError(BACKBONES.unknown_message(arch))
     names = [e.name for _, e in all_entries()]
     raise UnknownNameError(MODELS.unknown_message(arch, extra=[n for n in names if n not in MODELS._entries]))

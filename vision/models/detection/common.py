@@ -35,11 +35,13 @@ import torch
 from torch import Tensor, nn
 
 from vision.ops.image_range import check_unit_range
+from vision.registry import describe
 
 __all__ = [
     "BACKGROUND_TAG",
     "Detections",
     "as_image_list",
+    "check_built_backbone",
     "check_targets",
     "filter_detections",
     "label_offset",
@@ -195,3 +197,24 @@ def rebuild_kwargs(given: Mapping[str, Any]) -> dict[str, Any]:
     return {
         k: list(v) if isinstance(v, tuple) else v for k, v in given.items() if k not in skip and isinstance(v, plain)
     }
+
+
+def check_built_backbone(backbone: Any, model: str, **given: bool) -> None:
+    """Refuse a ``backbone=`` that is neither a registry name nor a built feature extractor (one declaring ``specs``
+    and ``feature_info``, as :func:`vision.create_backbone` returns), and the backbone arguments that only a name can
+    take (``given``: argument name -> whether it was passed); errors name the class, never print the module."""
+    if isinstance(backbone, str):
+        return
+    if not isinstance(backbone, nn.Module):
+        raise TypeError(f"{model}: backbone must be a registry name or a built backbone, got {describe(backbone)}")
+    if not (hasattr(backbone, "specs") and hasattr(backbone, "feature_info")):
+        raise TypeError(
+            f"{model}: the built backbone {type(backbone).__name__} declares no feature levels (specs, feature_info); "
+            "build it with vision.create_backbone(name, ...)"
+        )
+    passed = [name for name, yes in given.items() if yes]
+    if passed:
+        raise ValueError(
+            f"{model}: {', '.join(passed)} apply to a backbone name; the built {type(backbone).__name__} already has "
+            "its weights, levels and norms (pass them to vision.create_backbone)"
+        )

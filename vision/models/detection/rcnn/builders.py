@@ -13,6 +13,7 @@ from torchvision.models.detection._utils import overwrite_eps
 
 from vision.backbones._base import input_mean_std
 from vision.hub.cards import WeightsCard
+from vision.models.detection.common import check_built_backbone
 from vision.models.detection.rcnn.model import _TAGS, ARCH_DEFAULTS, FasterRCNN, MaskRCNN
 from vision.models.detection.rcnn.parts import (
     BackboneFPN,
@@ -22,7 +23,7 @@ from vision.models.detection.rcnn.parts import (
 )
 from vision.necks.fpn import FPN
 from vision.necks.simple_pyramid import with_simple_pyramid
-from vision.registry import MODELS
+from vision.registry import MODELS, weights_from_name
 
 __all__ = ["build_backbone_fpn", "faster_rcnn", "mask_rcnn"]
 
@@ -53,6 +54,7 @@ def build_backbone_fpn(
         )
     else:
         body = backbone
+        check_built_backbone(body, "build_backbone_fpn")
     if out_indices is None:  # a single-scale body (plain ViT) gets ViTDet's simple pyramid at strides 4..32
         body = with_simple_pyramid(body, [s for s in (4, 8, 16, 32) if s >= min_stride][-max_levels:])
     specs = list(body.specs)
@@ -160,6 +162,10 @@ def _rebuild_kwargs(model: nn.Module, given: Mapping[str, Any], norm: str) -> No
 def _generic(cls: type, name: str, *, masks: bool, backbone: Any, num_classes: Any, backbone_weights: Any, norm: Any,
              card: Any, kwargs: dict[str, Any]) -> nn.Module:  # fmt: skip
     arch = {k: kwargs.pop(k) for k in list(kwargs) if k in ARCH_DEFAULTS}
+    if isinstance(backbone, str):  # "name.tag" and backbone_weights="tag" build the same model
+        backbone, backbone_weights = weights_from_name(backbone, backbone_weights, keyword="backbone_weights")
+    check_built_backbone(backbone, name, backbone_weights=backbone_weights not in (None, False), norm=norm is not None,
+                         out_indices="out_indices" in arch, frozen_stages="frozen_stages" in arch)  # fmt: skip
     resolved = _norm_of(norm, backbone_weights)
     given = {**({"backbone": backbone} if isinstance(backbone, str) else {}), **arch, **kwargs}
     model = _assemble(
@@ -175,7 +181,9 @@ def _generic(cls: type, name: str, *, masks: bool, backbone: Any, num_classes: A
 _GENERIC_DOC = """{title} over any registered backbone (``"efficientnet_lite0"``, ``"vgg16"``, ``"timm/resnet18"`` ...).
 
     Args:
-        backbone: backbone name (or a built feature extractor); the FPN reads its declared features.
+        backbone: backbone name, optionally with a weight tag (``"efficientnet_lite0.lukemelas_in1k"`` is
+            ``backbone_weights="lukemelas_in1k"``), or a built feature extractor (``vision.create_backbone(...)``,
+            which then takes the weights, levels and norm); the FPN reads its declared features.
         num_classes: classes including the background (default 91, COCO's).
         backbone_weights: the backbone's weights (tag, path, URL; e.g. ``"lukemelas_in1k"``, ``"tv_in1k"``).
         norm: ``"bn"`` or ``"frozen_bn"`` for the backbone's BatchNorms (default: frozen with backbone weights).

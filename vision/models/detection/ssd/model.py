@@ -52,14 +52,15 @@ from torchvision.ops import boxes as box_ops
 from vision.backbones._base import input_mean_std, levels_by_stride
 from vision.hub.cards import Preprocess, WeightsCard
 from vision.models._predict import detection_predict
-from vision.models.detection.common import as_image_list, check_targets, rebuild_kwargs
+from vision.models.detection.common import as_image_list, check_built_backbone, check_targets, rebuild_kwargs
 from vision.necks.ssd_extra import SSDExtraLayers
 from vision.ops import batched_nms
-from vision.registry import MODELS, NECKS
+from vision.registry import MODELS, NECKS, weights_from_name
 
 __all__ = ["SSD", "ssd", "ssd300_vgg16", "ssdlite320_mobilenet_v3_large"]
 
 _TAGS = {"detection", "background_class", "ssd"}
+_SSD_STRIDES = (16, 32)  # the backbone levels ssd(backbone=...) reads
 
 
 class SSD(tv_ssd.SSD):
@@ -345,7 +346,7 @@ def ssdlite320_mobilenet_v3_large(
 @MODELS.register("ssd", tags=_TAGS, task="detection")
 def ssd(
     *,
-    backbone: str = "resnet50",
+    backbone: str | nn.Module = "resnet50",
     num_classes: int = 91,
     size: int = 320,
     backbone_weights: bool | str | None = None,
@@ -361,7 +362,9 @@ def ssd(
     ``ValueError`` when the backbone has no feature map at stride 16 or 32.
 
     Args:
-        backbone: a ``BACKBONES`` name (``"resnet50"``, ``"vgg16"``, ``"efficientnet_b0"``, ``"timm/<name>"``).
+        backbone: a ``BACKBONES`` name (``"resnet50"``, ``"vgg16"``, ``"efficientnet_b0"``, ``"timm/<name>"``; a weight
+            tag in the name is ``backbone_weights=tag``), or a built backbone (``vision.create_backbone(...)``, which
+            then takes the weights, ``frozen_stages`` and ``norm``).
         num_classes: classes including the background.
         size: fixed square input size.
         backbone_weights, frozen_stages, norm: as ``create_backbone``.
@@ -378,16 +381,27 @@ def ssd(
     from vision.backbones._base import FeatureExtractor
     from vision.necks.simple_pyramid import with_simple_pyramid
 
-    common = {"weights": backbone_weights, "frozen_stages": frozen_stages, "norm": norm}
-    body = with_simple_pyramid(vision.create_backbone(backbone, **common), (16, 32))  # single-scale (ViT)
-    chosen = levels_by_stride(body.feature_info, (16, 32), model=f"ssd(backbone={backbone!r})")
-    if tuple(body.out_indices) == chosen:
-        pass
-    elif isinstance(body, FeatureExtractor) and max(chosen) == max(body.out_indices):
-        body.out_indices = chosen  # same network, fewer returned maps
+    if isinstance(backbone, str):  # "name.tag" and backbone_weights="tag" build the same model
+        backbone, backbone_weights = weights_from_name(backbone, backbone_weights, keyword="backbone_weights")
+        label = backbone
+        common = {"weights": backbone_weights, "frozen_stages": frozen_stages, "norm": norm}
+        body = with_simple_pyramid(vision.create_backbone(backbone, **common), _SSD_STRIDES)  # single-scale (ViT)
+        chosen = levels_by_stride(body.feature_info, _SSD_STRIDES, model=f"ssd(backbone={backbone!r})")
+        if tuple(body.out_indices) == chosen:
+            pass
+        elif isinstance(body, FeatureExtractor) and max(chosen) == max(body.out_indices):
+            body.out_indices = chosen  # same network, fewer returned maps
+        else:
+            body = vision.create_backbone(backbone, out_indices=chosen, **common)
+        specs = list(body.specs)
     else:
-        body = vision.create_backbone(backbone, out_indices=chosen, **common)
-    extra = _BodyWithExtras(body, NECKS.build("ssd_extra", in_specs=body.specs, widths=extra_widths))
+        check_built_backbone(backbone, "ssd", backbone_weights=backbone_weights not in (None, False),
+                             frozen_stages=frozen_stages != 0, norm=norm != "bn")  # fmt: skip
+        body = with_simple_pyramid(backbone, _SSD_STRIDES)  # single-scale (ViT)
+        label = getattr(body, "name", "") or type(body).__name__
+        chosen = levels_by_stride(body.specs, _SSD_STRIDES, model=f"ssd(backbone={label})")
+        specs = [body.specs[i] for i in chosen]  # the extra layers read these; other returned maps go unused
+    extra = _BodyWithExtras(body, NECKS.build("ssd_extra", in_specs=specs, widths=extra_widths))
     n_maps = len(extra.out_channels)
     if aspect_ratios is None:
         aspect_ratios = [[2] if i in (0, n_maps - 2, n_maps - 1) else [2, 3] for i in range(n_maps)]
@@ -396,9 +410,7 @@ def ssd(
     mean, std = input_mean_std(body)  # the backbone card's, else its architecture's own
     kwargs.setdefault("image_mean", list(mean))
     kwargs.setdefault("image_std", list(std))
-    model = SSD(
-        extra, anchors, size=(size, size), num_classes=num_classes, head=head, name=f"ssd[{backbone}]", **kwargs
-    )
+    model = SSD(extra, anchors, size=(size, size), num_classes=num_classes, head=head, name=f"ssd[{label}]", **kwargs)
     given = {"backbone": backbone, "size": size, "frozen_stages": frozen_stages, "norm": norm,
              "extra_widths": extra_widths, "aspect_ratios": aspect_ratios, **kwargs}  # fmt: skip
     model.rebuild_kwargs = rebuild_kwargs(given)
