@@ -44,12 +44,19 @@ def _video(path: Path, frames: int = 3) -> Path:
     return path
 
 
+#: the end of the warning that ``model=`` without ``weights=`` predicts at random
+RANDOM = "its weights are random, so are its predictions; give weights= (a tag, a file or a training run)"
+
+
 def _infer(capsys, monkeypatch, model, tmp_path: Path, source: object, *keys: str) -> tuple[Path, list[str]]:
+    """The run folder and the lines on stderr (the warnings; results go to stdout)."""
     monkeypatch.setattr("vision.tasks.detection.infer.load_model", lambda *a, **k: model)
     argv = ["model=yolo_n", f"source={source}", "conf=0.0", "max_det=5", "device=cpu", f"project={tmp_path / 'out'}"]
     assert infer_main([*argv, *keys]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    return Path(lines[-1].removeprefix("results saved to ")), lines
+    captured = capsys.readouterr()
+    assert "warning:" not in captured.out, "warnings go to stderr"
+    lines = captured.out.strip().splitlines()
+    return Path(lines[-1].removeprefix("results saved to ")), captured.err.strip().splitlines()
 
 
 def _refused(capsys, monkeypatch, model, tmp_path: Path, source: object) -> str:
@@ -58,7 +65,7 @@ def _refused(capsys, monkeypatch, model, tmp_path: Path, source: object) -> str:
         infer_main(["model=yolo_n", f"source={source}", "device=cpu", f"project={tmp_path / 'out'}"])
     assert info.value.code == 2
     assert not (tmp_path / "out").exists(), "a run that fails before writing anything leaves no folder behind"
-    return capsys.readouterr().err.strip()
+    return capsys.readouterr().err.strip()  # a refused run: no warning that model= has no weights=
 
 
 def test_same_stems_get_unique_names_in_source_order(capsys, monkeypatch, yolo, tmp_path):
@@ -124,7 +131,7 @@ def test_unreadable_images_of_a_folder_are_skipped(capsys, monkeypatch, yolo, tm
         f"warning: {src / 'd.png'}: the file is empty (0 bytes); skipped",
         "warning: 2 of 4 files skipped: not readable (named above)",
     ]
-    assert lines.index(warnings[-1]) == len(lines) - 2, "the count comes at the end, before the run folder"
+    assert lines[-2:] == [warnings[-1], f"warning: model=yolo_n without weights=: {RANDOM}"], "the count comes last"
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     assert written == {"a.jpg", "c.png", "labels/a.json", "labels/c.json", "predictions_coco.json"}
     coco = json.loads((out / "predictions_coco.json").read_text())
@@ -156,8 +163,10 @@ def test_a_run_that_fails_before_writing_leaves_no_folder(capsys, monkeypatch, y
         f"error: {bad / 'b.jpg'}: not a readable image (OpenCV could not decode the bytes)"
     )  # a single named file: an error, as it always was
     (bad / "c.png").write_bytes(b"")
-    assert _refused(capsys, monkeypatch, yolo, tmp_path, bad).splitlines() == [
-        f"error: source {str(bad)!r}: none of its 2 files is readable (each is named above)"
+    assert _refused(capsys, monkeypatch, yolo, tmp_path, bad).splitlines() == [  # the skipped files, then the error
+        f"warning: {bad / 'b.jpg'}: not a readable image (OpenCV could not decode the bytes); skipped",
+        f"warning: {bad / 'c.png'}: the file is empty (0 bytes); skipped",
+        f"error: source {str(bad)!r}: none of its 2 files is readable (each is named above)",
     ]
 
     class Broken(torch.nn.Module):

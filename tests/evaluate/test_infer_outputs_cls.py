@@ -39,8 +39,10 @@ def test_unreadable_images_of_a_folder_are_skipped(capsys, monkeypatch, classifi
     good = [_image(src / "a.jpg", 40, 48), _image(src / "c.png", 48, 64)]
     (src / "b.jpg").write_text("not an image", encoding="utf-8")
     assert _run(monkeypatch, classifier, tmp_path, src, "batch=2") == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    out = Path(lines[-1].removeprefix("results saved to "))
+    captured = capsys.readouterr()
+    assert "warning:" not in captured.out, "warnings go to stderr, results to stdout"
+    out = Path(captured.out.strip().splitlines()[-1].removeprefix("results saved to "))
+    lines = captured.err.strip().splitlines()
     assert [line for line in lines if line.startswith("warning:") and "without weights=" not in line] == [
         f"warning: {src / 'b.jpg'}: not a readable image (OpenCV could not decode the bytes); skipped",
         "warning: 1 of 3 files skipped: not readable (named above)",
@@ -70,24 +72,31 @@ def test_a_run_that_fails_before_writing_leaves_no_folder(capsys, monkeypatch, c
     bad.mkdir()
     (bad / "b.jpg").write_text("not an image", encoding="utf-8")
     (bad / "c.png").write_bytes(b"")
-    for source, message in [
-        (bad / "b.jpg", f"{bad / 'b.jpg'}: not a readable image (OpenCV could not decode the bytes)"),
-        (bad, f"source {str(bad)!r}: none of its 2 files is readable (each is named above)"),
+    skipped = [
+        f"warning: {bad / 'b.jpg'}: not a readable image (OpenCV could not decode the bytes); skipped",
+        f"warning: {bad / 'c.png'}: the file is empty (0 bytes); skipped",
+    ]
+    for source, lines in [
+        (bad / "b.jpg", [f"error: {bad / 'b.jpg'}: not a readable image (OpenCV could not decode the bytes)"]),
+        (bad, [*skipped, f"error: source {str(bad)!r}: none of its 2 files is readable (each is named above)"]),
     ]:
         with pytest.raises(SystemExit) as info:
             _run(monkeypatch, classifier, tmp_path, source)
         assert info.value.code == 2
-        assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
+        assert capsys.readouterr().err.strip().splitlines() == lines  # no warning that model= has no weights=
         assert not (tmp_path / "out").exists(), "a run that fails before writing anything leaves no folder behind"
 
 
 def test_a_model_without_weights_is_said_to_predict_at_random(capsys, monkeypatch, classifier, tmp_path):
     image = _image(tmp_path / "a.png", 40, 48)
     assert _run(monkeypatch, classifier, tmp_path, image) == 0  # model=csp_darknet_n, no weights=
-    out = capsys.readouterr().out.splitlines()
-    assert out[0] == ("warning: model=csp_darknet_n without weights=: its weights are random, so are its "
-                      "predictions; give weights= (a tag, a file or a training run)")  # fmt: skip
+    captured = capsys.readouterr()
+    assert "warning" not in captured.out, "warnings go to stderr, results to stdout"
+    assert captured.err.splitlines() == [
+        "warning: model=csp_darknet_n without weights=: its weights are random, so are its predictions; give weights= "
+        "(a tag, a file or a training run)"
+    ]
     weights = tmp_path / "w.pt"
     torch.save(classifier.state_dict(), weights)
     assert _run(monkeypatch, classifier, tmp_path, image, f"weights={weights}") == 0
-    assert "warning" not in capsys.readouterr().out
+    assert "warning" not in str(capsys.readouterr())

@@ -6,7 +6,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from vision.data._bad import BadSampleWarning, DataError, DataSummaryWarning
 from vision.engine.checkpoint import CheckpointError
@@ -16,10 +16,12 @@ from vision.io import ImageReadError
 from vision.utils.keys import ArgumentError
 
 __all__ = [
+    "INTERRUPTED",
     "USER_ERRORS",
     "check_onnx_model_key",
     "command_line",
     "fail",
+    "interrupted",
     "one_line_warnings",
     "user_message",
     "wants_help",
@@ -60,10 +62,32 @@ def user_message(err: BaseException) -> str:
     return " ".join(str(text).split("\n")).strip() or type(err).__name__
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` to stderr and exit with ``code``."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+#: the exit status of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it)
+INTERRUPTED = 130
+
+
+def interrupted(message: str = "interrupted") -> NoReturn:
+    """End a command stopped by Ctrl-C: ``message`` as one line on stderr (no traceback), exit status 130."""
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(INTERRUPTED)
+
+
+def _quiet_interrupt(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    """``sys.excepthook`` of the front ends: a Ctrl-C that no front end caught ends with one ``interrupted`` line
+    (the interpreter still exits as stopped by SIGINT, status 130); any other exception as usual."""
+    if issubclass(kind, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr, flush=True)
+        return
+    _EXCEPTHOOK(kind, value, tb)
+
+
+_EXCEPTHOOK = sys.excepthook
 
 
 def wants_help(argv: Sequence[str]) -> bool:
@@ -84,8 +108,10 @@ _FORMAT = warnings.formatwarning
 
 
 def one_line_warnings() -> None:
-    """Print vision's own warnings as one ``warning: ...`` line each (:func:`_one_line`); every front end calls it."""
+    """Print vision's own warnings as one ``warning: ...`` line each (:func:`_one_line`), and a Ctrl-C as one
+    ``interrupted`` line instead of a traceback (:func:`_quiet_interrupt`); every front end calls it."""
     warnings.formatwarning = _one_line
+    sys.excepthook = _quiet_interrupt
 
 
 def command_line(argv: Sequence[str] | None, doc: str | None) -> list[str] | None:

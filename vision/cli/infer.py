@@ -21,11 +21,12 @@ inference, so a task that a plugin registers works here too.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
-from vision.cli.common import USER_ERRORS, check_onnx_model_key, command_line, fail, user_message
-from vision.utils.keys import ArgumentError, check_keys, integer, number, parse_overrides
+from vision.cli.common import USER_ERRORS, check_onnx_model_key, command_line, fail, interrupted, user_message
+from vision.utils.keys import ArgumentError, check_keys, integer, number, override_key, parse_overrides
 
 __all__ = ["COMMON_KEYS", "main"]
 
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from vision.engine.task import get_task
 
-        pre = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if "=" in a}
+        pre = {override_key(a): a.split("=", 1)[1] for a in argv if "=" in a}  # --weights=x is weights=x
         onnx_model = None
         if pre.get("weights", "").lower().endswith(".onnx"):  # an exported file: onnxruntime, no model code
             from vision.deploy import load_onnx
@@ -107,14 +108,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ArgumentError(
                 f"source={args['source']} does not apply to a generator: it draws new images (n= sets how many)"
             )
-        if not args["weights"] and onnx_model is None:
-            from vision.registry import split_name
-
-            if not split_name(str(args["model"]))[1]:  # "resnet18", not "resnet18.tv_in1k"
-                print(f"warning: model={args['model']} without weights=: its weights are random, so are its "
-                      "predictions; give weights= (a tag, a file or a training run)", flush=True)  # fmt: skip
         out_dir = task.infer(args)
     except (*USER_ERRORS, OSError, RuntimeError, NotImplementedError) as err:
         fail(user_message(err))
+    except KeyboardInterrupt:  # tools/infer.py; a folder of files written so far stays
+        interrupted()
+    if _random_weights(args, onnx_model):  # said with the results, on stderr (a refused run says only its error)
+        sys.stdout.flush()
+        print(f"warning: model={args['model']} without weights=: its weights are random, so are its predictions; "
+              "give weights= (a tag, a file or a training run)", file=sys.stderr, flush=True)  # fmt: skip
     print(f"results saved to {out_dir}")
     return 0
+
+
+def _random_weights(args: dict[str, Any], onnx_model: Any) -> bool:
+    """Whether the model runs with random weights: ``model=resnet18`` without ``weights=`` (``resnet18.tv_in1k``,
+    an exported file and a run carry theirs)."""
+    from vision.registry import split_name
+
+    return not args["weights"] and onnx_model is None and not split_name(str(args["model"]))[1]

@@ -14,12 +14,14 @@ name``; ``python tools/train.py help`` lists all keys with their defaults. The l
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 
-from vision.cli.common import USER_ERRORS, fail, one_line_warnings, user_message, wants_help
+from vision.cli.common import INTERRUPTED, USER_ERRORS, fail, interrupted, one_line_warnings, user_message, wants_help
 
 __all__ = ["DEFAULT_RECIPE", "main"]
 
@@ -27,26 +29,40 @@ __all__ = ["DEFAULT_RECIPE", "main"]
 DEFAULT_RECIPE = "yolo_n_synthetic"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``tools/train.py``."""
+def main(argv: Sequence[str] | None = None, *, prog: str = "python tools/train.py") -> int:
+    """Entry point of ``tools/train.py`` (``prog``: the command as the user typed it, for the line a Ctrl-C prints)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     one_line_warnings()
     from vision.engine.config import list_recipes, resolve_args
     from vision.engine.trainer import NonFiniteLossError, Trainer
 
-    if wants_help(argv):
-        print(__doc__)
-        print("recipes:", ", ".join(list_recipes()))
-        print("resolved keys for these arguments:")
-        print(
-            yaml.safe_dump(resolve_args([a for a in argv if "=" in a], default_recipe=DEFAULT_RECIPE), sort_keys=False)
-        )
-        return 0
+    trainer: Trainer | None = None
     try:
+        if wants_help(argv):
+            resolved = resolve_args([a for a in argv if "=" in a], default_recipe=DEFAULT_RECIPE)
+            print(__doc__)
+            print("recipes:", ", ".join(list_recipes()))
+            print("resolved keys for these arguments:")
+            print(yaml.safe_dump(resolved, sort_keys=False))
+            return 0
         args = resolve_args(argv, default_recipe=DEFAULT_RECIPE)
-        Trainer(args).fit()
+        trainer = Trainer(args)
+        trainer.fit()
     except NonFiniteLossError as err:
         fail(str(err), code=3)
     except USER_ERRORS as err:
         fail(user_message(err))
+    except KeyboardInterrupt:
+        if os.environ.get("RANK", "0") not in ("", "0"):  # each DDP process gets the Ctrl-C: the first one says it
+            raise SystemExit(INTERRUPTED) from None
+        interrupted(_interrupted_line(trainer, prog))
     return 0
+
+
+def _interrupted_line(trainer: object, prog: str) -> str:
+    """What a Ctrl-C prints: how to continue the run when its folder exists (its ``args.yaml`` is all ``resume=``
+    needs; the newest complete checkpoint, if any, is where it goes on)."""
+    run_dir = getattr(trainer, "run_dir", None)
+    if run_dir is None or not (Path(run_dir) / "args.yaml").is_file():
+        return "interrupted before the run folder was made: nothing to resume"
+    return f"interrupted; continue with: {prog} resume={run_dir}"

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vision.cli.common import USER_ERRORS, check_onnx_model_key, command_line, fail, user_message
+from vision.cli.common import USER_ERRORS, check_onnx_model_key, command_line, fail, interrupted, user_message
 from vision.utils.keys import ArgumentError, check_keys, flag, integer, override_key, parse_overrides
 
 __all__ = ["VAL_KEYS", "VAL_SCHEMA", "OnnxAsModule", "evaluate", "main", "trained_run_args"]
@@ -212,7 +212,11 @@ def _task_keys(argv: list[str], run: dict[str, Any]) -> dict[str, Any]:
     from vision.engine.task import get_task
 
     given = [override_key(a) for a in argv]
-    updated = parse_overrides(argv, run, open_sections=("model_kwargs",))
+    try:
+        updated = parse_overrides(argv, run, open_sections=("model_kwargs",))
+    except ArgumentError:  # an unknown key: suggested and listed among val's own keys too (splt= is split=)
+        parse_overrides(argv, {**VAL_KEYS, **run}, open_sections=("model_kwargs",))
+        raise
     return check_keys(updated, {**COMMON_SCHEMA, **get_task(str(run["task"])).schema}, run, only=given)
 
 
@@ -296,5 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir, _ = evaluate(argv)
     except (*USER_ERRORS, OSError, RuntimeError, NotImplementedError) as err:  # one error line, exit 2
         fail(user_message(err))
+    except KeyboardInterrupt:  # tools/val.py
+        interrupted()
     print(f"results saved to {out_dir}")
     return 0

@@ -6,13 +6,15 @@ of a folder skipped.
   the source gets ``<stem>_2``, ``<stem>_3`` ..., the first free, in source order.
 - :func:`run_folder`: the auto-incremented run folder, removed again when the run fails before writing a file.
 - :func:`read_images` / :func:`count_skipped`: with several sources an unreadable image is skipped with one
-  ``warning: <path>: <reason>; skipped`` line and counted at the end; a run with no readable image is an error.
+  ``warning: <path>: <reason>; skipped`` line and counted at the end (warnings go to stderr, results to stdout); a
+  run with no readable image is an error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -73,7 +75,7 @@ def read_images(
         except ImageReadError as err:
             if not skip:
                 raise
-            print(f"warning: {err}; skipped", flush=True)
+            print(f"warning: {err}; skipped", file=sys.stderr, flush=True)
             skipped.append(path)
     return out
 
@@ -85,4 +87,4 @@ def count_skipped(source: Any, skipped: Sequence[Path], total: int) -> None:
         return
     if len(skipped) >= total:
         raise OSError(f"source {str(source)!r}: none of its {total} files is readable (each is named above)")
-    print(f"warning: {len(skipped)} of {total} files skipped: not readable (named above)", flush=True)
+    print(f"warning: {len(skipped)} of {total} files skipped: not readable (named above)", file=sys.stderr, flush=True)

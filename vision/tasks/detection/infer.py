@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -311,7 +312,7 @@ def infer_detection(args: dict[str, Any]) -> Path:
             if is_video:
                 for f in group:
                     if len(files) > 1 and not _video_opens(f):  # as an unreadable image of a folder: skipped
-                        print(f"warning: {f}: OpenCV cannot open the video; skipped", flush=True)
+                        print(f"warning: {f}: OpenCV cannot open the video; skipped", file=sys.stderr, flush=True)
                         skipped.append(f)
                         continue
                     base = names.claim(f.stem, "{}.mp4", "labels/{}.json")
