@@ -347,7 +347,9 @@ def test_cache_ram_names_the_split_that_does_not_fit(bccd_dir, capsys, monkeypat
     monkeypatch.setattr(detection_data, "available_memory", lambda: 2 * 100 * 640 * 480 * 3)
     train, val = task.build_datasets()
     assert len(train) > 100 > len(val)  # BCCD's 640x480 images: room for 100 of them
-    out = capsys.readouterr().out
-    assert f"the {len(train)} images need" in out and "the train images are read from their files instead" in out
+    out, err = capsys.readouterr()  # the warning on stderr, the summary on stdout
+    assert (
+        f"warning: the {len(train)} images need" in err and "the train images are read from their files instead" in err
+    )
     assert train._cache is None and len(val._cache) == len(val)
     assert f"cache=ram: {len(val)} images decoded" in out

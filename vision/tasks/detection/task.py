@@ -46,6 +46,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -127,7 +128,7 @@ def _cache_in_ram(**splits: Dataset | None) -> None:
         try:
             held += split.cache_images()
         except MemoryError as err:
-            print(f"warning: {err}; the {name} images are read from their files instead", flush=True)
+            print(f"warning: {err}; the {name} images are read from their files instead", file=sys.stderr, flush=True)
             continue
         count += len(split)  # type: ignore[arg-type]
     if count:
