@@ -349,7 +349,8 @@ def test_cache_ram_names_the_split_that_does_not_fit(bccd_dir, capsys, monkeypat
     assert len(train) > 100 > len(val)  # BCCD's 640x480 images: room for 100 of them
     out, err = capsys.readouterr()  # the warning on stderr, the summary on stdout
     assert (
-        f"warning: the {len(train)} images need" in err and "the train images are read from their files instead" in err
+        f"warning: cache=ram: the {len(train)} images need" in err
+        and "the train images are read from their files instead" in err
     )
     assert train._cache is None and len(val._cache) == len(val)
     assert f"cache=ram: {len(val)} images decoded" in out
