@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vision.backbones._base import Family, FeatureSpec, _Adopted
+from vision.backbones._timm_layout import is_size_error, size_error
 from vision.hub.cards import Preprocess, WeightsCard
 from vision.ops.image_range import check_normalised_range
 from vision.utils.keys import positive_integer
@@ -232,9 +233,26 @@ class ImageClassifier(_ClassifierMixin, _Adopted):
 
 
 class TimmClassifier(_ClassifierMixin, nn.Module):
-    """A timm model as a classifier; the timm model is the child ``model`` (its keys carry ``model.``)."""
+    """A timm model as a classifier: ``forward(x [B, 3, H, W] normalised) -> logits [B, num_classes]``; the timm model
+    is the child ``model`` (its keys carry ``model.``).
 
-    def __init__(self, model: nn.Module, *, card: WeightsCard | None, name: str, categories: list[str] | None) -> None:
+    ``classifier_prefixes`` are the keys of timm's classifier (its pretrained config's ``classifier``, e.g.
+    ``model.fc.``), so a weights file with another number of classes loads with its head dropped and a warning, as
+    for the built-in classifiers. Models that take any input size (ViT, Swin: built with timm's
+    ``dynamic_img_size``) do; a size the model refuses raises ``ValueError`` naming the model, the size and what it
+    needs (``input_size``, the size it is built for, when it is ``fixed_size``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        card: WeightsCard | None,
+        name: str,
+        categories: list[str] | None,
+        input_size: tuple[int, int] = (224, 224),
+        fixed_size: bool = False,
+    ) -> None:
         super().__init__()
         self.model = model
         self.card = card
@@ -242,11 +260,23 @@ class TimmClassifier(_ClassifierMixin, nn.Module):
         self.categories = categories
         self.num_classes = int(getattr(model, "num_classes", 0))
         self.feature_info = []
+        cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+        heads = cfg.get("classifier") or ()
+        heads = (heads,) if isinstance(heads, str) else tuple(heads)
+        self.classifier_prefixes = tuple(f"model.{h}." for h in heads)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.fixed_size = fixed_size
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"{self.name}: expected images [B, C, H, W], got shape {tuple(x.shape)}")
-        return self.model(x)
+        try:
+            return self.model(x)
+        except (RuntimeError, AssertionError) as err:
+            size = (int(x.shape[-2]), int(x.shape[-1]))
+            if not is_size_error(err) or size == self.input_size:  # at its own size, the size is not the cause
+                raise
+            raise size_error(self.name, size, err, built=self.input_size, fixed=self.fixed_size) from err
 
     def forward_features(self, x: Tensor) -> Any:
         return self.model.forward_features(x)
