@@ -117,18 +117,27 @@ def levels_by_stride(
 
 
 def align_to_strides(
-    features: dict[str, Tensor], specs: Sequence[FeatureSpec], size: Sequence[int]
+    features: dict[str, Tensor], specs: Sequence[FeatureSpec], size: Sequence[int | Tensor]
 ) -> dict[str, Tensor]:
     """Each map ``features[spec.name]`` at exactly ``ceil(H / stride) x ceil(W / stride)`` for an input of ``size``
     ``(H, W)``: a map of another size is resized (bilinear), one of that size is returned as it is.
+
+    While tracing (ONNX export) ``size`` holds the input's traced shape and the target size is computed from it, so
+    the exported Resize follows the input's size (an R-CNN file takes any image size) instead of keeping the traced
+    one. Whether a level is resized is decided at the traced size; an R-CNN pads its input to a multiple of the
+    largest stride, where a network's shortfall (unpadded or floor-rounded layers) is the same at every size, so the
+    decision holds for every image.
     """
-    H, W = int(size[0]), int(size[1])
+    H, W = size[0], size[1]
     out: dict[str, Tensor] = {}
     for spec in specs:
         x = features[spec.name]
-        want = (-(-H // spec.stride), -(-W // spec.stride))
-        if tuple(x.shape[-2:]) != want:
-            x = F.interpolate(x, size=want, mode="bilinear", align_corners=False)
+        s = spec.stride
+        want = ((H + s - 1) // s, (W + s - 1) // s)  # ceil division on non-negative sizes: ONNX's integer Div
+        # truncates, so a traced -(-H // s) would round the wrong way
+        if tuple(int(d) for d in x.shape[-2:]) != tuple(int(d) for d in want):
+            target = want if torch.jit.is_tracing() else (int(want[0]), int(want[1]))
+            x = F.interpolate(x, size=target, mode="bilinear", align_corners=False)
         out[spec.name] = x
     return out
 

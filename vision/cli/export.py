@@ -10,15 +10,16 @@ Usage::
 Keys: ``weights`` (run folder, weights file, tag or URL), ``model`` (architecture, when ``weights`` does not name it),
 ``format`` (``onnx``), ``imgsz`` (square input side; default the model's; YOLO rounds it up to its stride, with a
 note; a classifier keeps its card's crop ratio), ``batch`` (1), ``dynamic`` (dynamic batch axis; an R-CNN file always
-takes any image size), ``opset`` (17 to the highest the installed torch's TorchScript exporter writes, 20),
-``conf``/``iou`` (in [0, 1]) and ``max_det`` (detector post-processing baked into the graph; default the model's),
-``source`` (images for the onnxruntime check; default ``data``'s val images, else scikit-image's sample photos),
-``check_images`` (8), ``int8`` (also write ``<file>.int8.onnx``, static QDQ), ``data`` (check and calibration
-images: a registered dataset of the model's task, e.g. ``bccd`` for a detector or ``digits`` for a classifier, a
-detection data spec, or a folder/glob), ``calib`` (calibration images, 300), ``file`` (output path); any key of the
-task's training arguments that shapes the data (``synthetic.val=32``, ``val_fraction=0.1`` ...). A bad value
-(including a ``data=`` of another task and a ``file=`` that cannot be written) stops the command with one ``error:``
-line before anything is written.
+takes any image size), ``opset`` (17 to the highest the installed torch's TorchScript exporter writes, 20; an R-CNN
+on a ViT backbone needs 18), ``conf``/``iou`` (in [0, 1]) and ``max_det`` (detector post-processing baked into the
+graph; default the model's), ``source`` (images for the onnxruntime check; default ``data``'s val images, else
+scikit-image's sample photos), ``check_images`` (8), ``int8`` (also write ``<file>.int8.onnx``, static QDQ), ``data``
+(check and calibration images: a registered dataset of the model's task, e.g. ``bccd`` for a detector or ``digits``
+for a classifier, a detection data spec, or a folder/glob), ``calib`` (calibration images, 300), ``file`` (output
+path); any key of the task's training arguments that shapes the data (``synthetic.val=32``, ``val_fraction=0.1``
+...). A bad value (including a ``data=`` of another task and a ``file=`` that cannot be written) stops the command
+with one ``error:`` line before anything is written; so does a model the ONNX exporter cannot write (its reason in
+that line; the exporter's own output, the traced graph, is not shown).
 
 With ``weights=`` a training run (or a file in its ``weights/``) and ``data=`` the run's own data, the check,
 calibration and int8 report images are the run's splits rebuilt from its ``args.yaml``, as ``vision val`` rebuilds

@@ -11,7 +11,15 @@ this package supports); a higher ``opset`` is refused before anything is traced.
 A classifier exported at ``imgsz=S`` other than its card's input size keeps the card's crop ratio, as timm does:
 ``input_size = [S, S]`` and ``resize_size = floor(S * resize / input)`` (``floor(S / crop_pct)``); a card without a
 crop resizes straight to ``S``. An R-CNN graph resizes each image inside itself, so its height and width axes are
-always dynamic (any image size), whatever ``dynamic`` says.
+always dynamic (any image size), whatever ``dynamic`` says; an R-CNN on a backbone whose position embeddings follow
+the input size (timm ViTs) needs ``opset >= 18`` (antialiased ``Resize``), and is refused below.
+
+While tracing, the model is adapted where the exporter cannot write what it computes (uneven adaptive average pools,
+timm's run-time position-embedding resampling; :mod:`vision.deploy._traceable`) and the exporter's own output is
+discarded: a failure is one ``ValueError`` line. The model is left as it was found.
+
+R-CNN files also carry the box head's ``score_threshold``, ``iou_threshold`` and ``max_det`` (what their graph
+applies), as YOLO and SSD files do.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import torch
 from torch import nn
 
 from vision.deploy._graphs import ClassifierGraph, RCNNGraph, SSDGraph, YOLOGraph
+from vision.deploy._traceable import traceable
 
 __all__ = ["DETECTION_OUTPUTS", "export_onnx", "max_opset", "model_kind"]
 
@@ -135,6 +144,10 @@ def export_onnx(
 
     Returns:
         The written path. Metadata as in the module docstring.
+
+    Raises:
+        ValueError: a model that is not exportable, an ``opset`` out of range or too low for the model, or a
+            failure of the exporter (one line: the model, the opset and the exporter's reason).
     """
     import onnx
 
@@ -159,11 +172,13 @@ def export_onnx(
     elif dynamic:
         axes = {n: {0: "batch"} for n in (name, *outputs)}
     buf = io.BytesIO()
+    title = str(getattr(model, "name", "") or type(model).__name__)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about data-dependent shapes are expected here
-        torch.onnx.export(graph, (inputs,), buf, input_names=[name],
-                          output_names=list(outputs), dynamic_axes=axes or None, opset_version=opset,
-                          do_constant_folding=True, dynamo=False)  # fmt: skip
+        with traceable(graph, inputs, dynamic_size=kind == "rcnn", opset=opset, name=title):
+            torch.onnx.export(graph, (inputs,), buf, input_names=[name],
+                              output_names=list(outputs), dynamic_axes=axes or None, opset_version=opset,
+                              do_constant_folding=True, dynamo=False)  # fmt: skip
     proto = onnx.load_from_string(buf.getvalue())
     meta = {
         "task": "classification" if kind == "classifier" else "detection",
@@ -179,6 +194,10 @@ def export_onnx(
     }
     if kind in ("yolo", "ssd"):
         meta |= {"score_threshold": str(graph.thr), "iou_threshold": str(graph.iou), "max_det": str(graph.max_det)}
+    elif kind == "rcnn":  # the box head's, which the graph runs
+        heads = model.roi_heads
+        meta |= {"score_threshold": str(float(heads.score_thresh)), "iou_threshold": str(float(heads.nms_thresh)),
+                 "max_det": str(int(heads.detections_per_img))}  # fmt: skip
     ids = getattr(model, "category_ids", None)
     if kind != "classifier" and ids and len(ids) == len(_names(model)):  # the training data's COCO category ids
         meta["category_ids"] = json.dumps([int(i) for i in ids])

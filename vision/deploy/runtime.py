@@ -9,6 +9,9 @@ returns an :class:`OnnxModel`:
 - detector: ``model.predict(images)`` with a list of float ``[3, H_i, W_i]`` in [0, 1] (or a ``[B, 3, H, W]`` batch)
   -> one dict per image: ``boxes`` float32 ``[N, 4]`` xyxy pixels of that image, ``scores [N]``, ``labels`` int64
   ``[N]`` in data-set label space (``background_class = False``); Mask R-CNN files add ``masks [N, 1, H, W]``.
+  Any other source (a path, folder, glob, array, PIL image) gives one :class:`~vision.results.Results` per image,
+  scores above 0.25, as the PyTorch detector's ``predict(source)``; thresholds can only narrow what the file keeps
+  (:meth:`OnnxModel.predict`).
 
 YOLO files take a fixed ``S x S`` canvas: :meth:`OnnxModel.prepare` scales every image so that its longer side is
 ``S`` and pads it, centred, with grey (114) to the whole square, as ultralytics' exported files do. ``YOLO.predict``
@@ -30,7 +33,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +104,10 @@ class OnnxModel:
         """No-op: the session runs on the CPU."""
         return self
 
+    def parameters(self) -> Iterator[Tensor]:
+        """None: the weights are in the session (images go to the CPU, where it runs)."""
+        return iter(())
+
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
         """Run the session on ``x``, in chunks of the file's fixed batch size (the last one padded)."""
         if self.fixed_batch is None or self.kind == "rcnn" or x.shape[0] == self.fixed_batch:
@@ -145,27 +153,99 @@ class OnnxModel:
                                           std=tuple(p["std"]), crop=p["mode"] == "crop"))  # fmt: skip
 
     # ---------------------------------------------------------------------------------------------- detection
-    def predict(self, images: Tensor | Sequence[Tensor], *, topk: int = 5) -> list[Any]:
-        """Classifier: top-``topk`` ``(label, name, probability)`` per image of a normalised batch, or one
-        :class:`~vision.results.Results` per image of any other source (paths, folders, arrays: see
-        :func:`vision.results.load_sources`). Detector: one dict per image (module docstring) for float images in
-        [0, 1]."""
-        if self.kind == "classifier" and not is_batch(images):  # files, folders, arrays...: Results, as PyTorch's
+    def predict(
+        self,
+        images: Any,
+        *,
+        topk: int = 5,
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
+        max_det: int | None = None,
+        conf: float | None = None,
+        iou: float | None = None,
+        batch: int | None = None,
+    ) -> list[Any]:
+        """What the PyTorch model's ``predict`` gives, from the file.
+
+        Classifier: top-``topk`` ``(label, name, probability)`` per image of a normalised batch, or one
+        :class:`~vision.results.Results` per image of any other source (paths, folders, globs, arrays, PIL images:
+        :func:`vision.results.load_sources`).
+
+        Detector, as the PyTorch detector's ``predict`` (:func:`vision.models._predict.detection_predict`): for a
+        batch (``[B, 3, H, W]`` or a list of float ``[3, H, W]`` in [0, 1]) one dict per image (module docstring);
+        for any other source one :class:`~vision.results.Results` per image, scores above 0.25 (or above the file's
+        own score threshold where that is higher). The post-processing runs inside the file, so the options can
+        only narrow it: ``score_threshold`` / ``conf`` below the file's (metadata ``score_threshold``) keeps the
+        file's, with a warning; ``max_det`` cuts each image's list (the file gives at most its own ``max_det``);
+        ``iou_threshold`` / ``iou`` must be the file's own NMS threshold; ``batch``: images per call.
+
+        Raises:
+            ValueError: an IoU threshold that is not the file's (naming its own), or a bad option or source.
+            TypeError: a detector option given to a classifier file.
+        """
+        given = {k: v for k, v in (("score_threshold", score_threshold), ("iou_threshold", iou_threshold),
+                                   ("max_det", max_det), ("conf", conf), ("iou", iou), ("batch", batch))
+                 if v is not None}  # fmt: skip
+        if self.kind == "classifier":
+            if given:
+                raise TypeError(f"{self.path} is a classifier: predict takes topk=, not {', '.join(given)}=")
+            return self._classify(images, topk)
+        from vision.models._predict import SOURCE_CONF, detection_predict
+
+        own = self.post_processing()[0]
+        if not is_batch(images) and "score_threshold" not in given and "conf" not in given and own is not None:
+            given["score_threshold"] = max(SOURCE_CONF, own)  # a source's default, unless the file keeps less
+        return detection_predict(type(self)._detect)(self, images, **given)
+
+    def _classify(self, images: Any, topk: int) -> list[Any]:
+        if not is_batch(images):  # files, folders, arrays...: Results, as PyTorch's
             transform = self.eval_transforms()
             out = []
             for image, path in load_sources(images):
                 probs = self(transform(image)[None]).float().softmax(-1)[0]
                 out.append(Results.from_probs(image, probs, self.categories, topk=topk, path=path))
             return out
-        if self.kind == "classifier":
-            probs = self(images).float().softmax(-1)
-            values, indices = probs.topk(min(topk, probs.shape[-1]), dim=-1)
-            names = self.categories
-            return [[(int(i), names[int(i)], float(v)) for v, i in zip(vs, idx)] for vs, idx in zip(values, indices)]
+        probs = self(images).float().softmax(-1)
+        values, indices = probs.topk(min(topk, probs.shape[-1]), dim=-1)
+        names = self.categories
+        return [[(int(i), names[int(i)], float(v)) for v, i in zip(vs, idx)] for vs, idx in zip(values, indices)]
+
+    def post_processing(self) -> tuple[float | None, float | None, int | None]:
+        """``(score threshold, NMS IoU threshold, max detections)`` applied inside a detector file (metadata), each
+        ``None`` where the file does not say (R-CNN files of an older vision-zoo)."""
+        meta = self.metadata
+        thr, iou, top = (float(meta[k]) if k in meta else None for k in ("score_threshold", "iou_threshold", "max_det"))
+        return thr, iou, None if top is None else int(top)
+
+    def _detect(
+        self,
+        images: Tensor | Sequence[Tensor],
+        *,
+        score_threshold: float | None = None,
+        iou_threshold: float | None = None,
+        max_det: int | None = None,
+    ) -> list[dict[str, Tensor]]:
+        """Detections (module docstring) for float images in [0, 1], narrowed by the options (:meth:`predict`)."""
+        own_thr, own_iou, _ = self.post_processing()
+        if score_threshold is not None and own_thr is not None and score_threshold < own_thr:
+            # a warning, not an error: tools/infer.py passes its default conf (0.25) to every model
+            warnings.warn(f"{self.path} keeps only scores above {own_thr:g} (its score threshold, applied inside the "
+                          f"file): score_threshold/conf={score_threshold:g} cannot bring back lower ones; export it "
+                          f"again with conf={score_threshold:g} for them", stacklevel=4)  # fmt: skip
+        if iou_threshold is not None and (own_iou is None or abs(iou_threshold - own_iou) > 1e-6):
+            said = f"at IoU {own_iou:g}" if own_iou is not None else "at its model's IoU threshold"
+            raise ValueError(f"{self.path} runs NMS inside the file {said}: iou_threshold/iou={iou_threshold:g} "
+                             f"cannot be applied to it; export it again with iou={iou_threshold:g}")  # fmt: skip
         imgs = [im.detach().float().cpu() for im in (images if not isinstance(images, Tensor) or images.dim() == 4
                                                        else [images])]  # fmt: skip
-        if self.kind == "rcnn":
-            return [self._rcnn(im) for im in imgs]
+        dets = [self._rcnn(im) for im in imgs] if self.kind == "rcnn" else self._fixed_size(imgs)
+        for i, det in enumerate(dets):
+            keep = slice(None) if score_threshold is None else det["scores"] > score_threshold
+            dets[i] = {k: v[keep][:max_det] for k, v in det.items()}  # scores decrease: the best max_det
+        return dets
+
+    def _fixed_size(self, imgs: list[Tensor]) -> list[dict[str, Tensor]]:
+        """A YOLO / SSD file's detections for float images ``[3, H, W]``, boxes mapped back to each image."""
         x, info = self.prepare(imgs)
         boxes, scores, labels, counts = self._run(x.numpy())
         self._check_labels(labels, counts)
@@ -308,6 +388,12 @@ def _read_metadata(
     rank = 3 if kind == "rcnn" else 4
     if len(input_shape) != rank:
         raise bad("kind", f"is {kind!r}, but the graph's input has shape {input_shape}, not rank {rank}")
+    for key in ("score_threshold", "iou_threshold", "max_det"):  # inside every detector file (older R-CNN: none)
+        if kind != "classifier" and (key in meta or kind != "rcnn"):
+            try:
+                float(meta[key])
+            except (KeyError, ValueError):
+                raise bad(key, f"must be a number, got {meta.get(key, 'nothing')!r}") from None
     if kind == "rcnn":
         return kind, task, names, pre, imgsz, fixed_batch
     size = pre.get("input_size")
@@ -320,14 +406,8 @@ def _read_metadata(
             raise bad("preprocess", f"has no {key!r}")
     if kind == "classifier":
         whole("preprocess", pre["resize_size"])
-    else:
-        for key in ("score_threshold", "iou_threshold", "max_det"):
-            try:
-                float(meta[key])
-            except (KeyError, ValueError):
-                raise bad(key, f"must be a number, got {meta.get(key, 'nothing')!r}") from None
-        if size[0] != size[1] or imgsz != size[0]:
-            raise bad("imgsz", f"is {imgsz}, but preprocess 'input_size' is {size}")
+    elif size[0] != size[1] or imgsz != size[0]:
+        raise bad("imgsz", f"is {imgsz}, but preprocess 'input_size' is {size}")
     graph_hw = input_shape[2:]
     if all(isinstance(d, int) for d in graph_hw) and list(graph_hw) != size:
         key = "preprocess" if kind == "classifier" else "imgsz"
