@@ -30,7 +30,8 @@ __all__ = ["Digits", "ImageFolder"]
 class ImageFolder(BadSampleMixin, Dataset):
     """Images in class sub-folders: ``root/<class>/**/<image>``.
 
-    Classes are the sorted names of the sub-folders of ``root`` (hidden ones ignored) that hold at least one image; an
+    Classes are the sorted names of the sub-folders of ``root`` that hold at least one image. Hidden folders and
+    files (a leading ``.``, e.g. the ``._photo.png`` files macOS leaves on other file systems) are not listed. An
     empty class folder is reported (``empty_class``, naming the folder), listed in :attr:`empty_classes` and not made
     a class, and a root with no image at all raises :class:`~vision.data.DataError` naming it. Files are found
     recursively and sorted, so the sample order is deterministic. An unreadable image (corrupt, truncated, empty) is
@@ -73,7 +74,7 @@ class ImageFolder(BadSampleMixin, Dataset):
             files = []
             for dirpath, dirnames, filenames in os.walk(self.root / name, followlinks=True):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                files += [os.path.join(dirpath, f) for f in filenames if f.lower().endswith(exts)]
+                files += [os.path.join(dirpath, f) for f in filenames if f.lower().endswith(exts) and f[0] != "."]
             if files:
                 found[name] = sorted(files)
             else:
@@ -89,6 +90,7 @@ class ImageFolder(BadSampleMixin, Dataset):
             )
         self.targets = [label for _, label in self.samples]
         self.transform = transform
+        self._cache: list[np.ndarray | None] | None = None
         self._log.resize(len(self.samples))
         self._log.summarize(self.summary(), dropped=bool(self.empty_classes))
 
@@ -110,9 +112,51 @@ class ImageFolder(BadSampleMixin, Dataset):
     def _files(self) -> list[str]:
         return [p for p, _ in self.samples]
 
+    def cache_images(self, indices: Sequence[int] | None = None, *, threads: int = 4, max_fraction: float = 0.5) -> int:
+        """``cache=ram``: decode the images of ``indices`` (default: all) once and keep them in RAM (``uint8
+        [H, W, 3]``); their samples are then served from memory, as copies, with the same values as from the files.
+        Loader workers forked afterwards share the memory.
+
+        Args:
+            indices: the samples to cache (e.g. those of one split's ``Subset``).
+            threads: decoding threads (OpenCV releases the GIL while decoding).
+            max_fraction: refuse (``MemoryError``, nothing decoded) when the images' size, read from their headers,
+                exceeds this fraction of the memory available now.
+
+        Returns:
+            Bytes held. An image that cannot be decoded is not cached: loading it reports it as usual.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from vision.data._detection import available_memory
+
+        chosen = sorted(set(range(len(self.samples)) if indices is None else (int(i) for i in indices)))
+        need = sum(_header_pixels(self.samples[i][0]) * 3 for i in chosen)
+        free = available_memory()
+        if free is not None and need > max_fraction * free:
+            raise MemoryError(
+                f"cache=ram: the {len(chosen)} images need ~{need / 2**20:.0f} MiB, more than "
+                f"{max_fraction:.0%} of the {free / 2**20:.0f} MiB available"
+            )
+
+        def decode(i: int) -> np.ndarray | None:
+            try:
+                return read_image(self.samples[i][0], layout="hwc")  # type: ignore[return-value]
+            except OSError:
+                return None
+
+        cache = self._cache if self._cache is not None else [None] * len(self.samples)
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            for i, image in zip(chosen, pool.map(decode, chosen)):
+                cache[i] = image
+        self._cache = cache
+        return sum(cache[i].nbytes for i in chosen if cache[i] is not None)  # type: ignore[union-attr]
+
     def _load(self, i: int) -> tuple[Any, int]:
         path, label = self.samples[i]
-        image = read_image(path, layout="hwc")
+        cached = self._cache[i] if self._cache is not None else None
+        # a copy: a transform that works in place must not change the cached image
+        image = cached.copy() if cached is not None else read_image(path, layout="hwc")
         return (self.transform(image) if self.transform is not None else hwc_to_chw(image)), label
 
     def __getitem__(self, index: int) -> tuple[Tensor | Any, int]:
@@ -121,6 +165,17 @@ class ImageFolder(BadSampleMixin, Dataset):
 
     def __repr__(self) -> str:
         return f"ImageFolder(root={str(self.root)!r}, classes={len(self.classes)}, samples={len(self)})"
+
+
+def _header_pixels(path: str) -> int:
+    """Width x height of an image file from its header (no decoding); 0 where the header cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return int(im.width) * int(im.height)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 0
 
 
 @DATASETS.register("digits", tags={"classification", "generation"}, task="classification")

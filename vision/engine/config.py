@@ -7,7 +7,7 @@ arguments. The fully resolved dict is what ``args.yaml`` records.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from vision.utils.keys import (
     merge,
     number,
     one_of,
+    override_key,
     parse_overrides,
 )
 
@@ -32,6 +33,8 @@ __all__ = [
     "COMMON_DEFAULTS",
     "COMMON_SCHEMA",
     "SHARED_MODEL_KEYS",
+    "check_resume_epochs",
+    "data_path",
     "find_recipe",
     "list_recipes",
     "resolve_args",
@@ -185,7 +188,7 @@ def _resume_args(target: str, argv: Sequence[str]) -> dict[str, Any]:
 
     saved = resume_args(target)  # the newest complete checkpoint's, else args.yaml of a run without one yet
     for arg in argv:
-        key = arg.split("=", 1)[0].strip()
+        key = override_key(arg)
         if key not in RESUME_OVERRIDABLE:
             raise ArgumentError(
                 f"{key}= cannot change when resuming (the run continues with its own arguments); "
@@ -222,8 +225,7 @@ def resolve_args(argv: Sequence[str], *, default_recipe: str = "") -> dict[str, 
     for arg in argv:
         if "=" not in arg:
             raise ArgumentError(f"argument {arg!r} is not of the form key=value")
-        key, value = arg.split("=", 1)
-        pre[key.strip()] = value
+        pre[override_key(arg)] = arg.split("=", 1)[1]  # --recipe=x is recipe=x, as parse_overrides reads it
     if pre.get("resume"):
         return _resume_args(pre["resume"], argv)
     recipe_name = pre.get("recipe") or ("" if ("model" in pre or "task" in pre) else default_recipe)
@@ -251,7 +253,50 @@ def resolve_args(argv: Sequence[str], *, default_recipe: str = "") -> dict[str, 
         args["augment"] = {k: v for k, v in (args.get("augment") or {}).items() if k in given}
     if args.get("expected") and recipe.get("data") and "data" not in args["expected"]:
         args["expected"]["data"] = recipe["data"]  # expectations hold for the data set they were measured on
+    args["data"] = data_path(args.get("data"))  # a resume or vision val from another folder finds the same data
+    if isinstance(args.get("expected"), dict) and "data" in args["expected"]:
+        args["expected"]["data"] = data_path(args["expected"]["data"])
     return _checked(args, defaults, task_cls.schema)
+
+
+def data_path(data: Any) -> Any:
+    """``data=`` as a run records it: a relative path to an existing file or folder made absolute (the current folder
+    is not recorded, so ``resume=`` and ``vision val`` from elsewhere would miss it); a registered data set's name,
+    a mapping, or a path that does not exist (refused later, naming it) is kept as given.
+
+    Example:
+        >>> data_path("digits"), data_path("data/flowers")  # doctest: +SKIP
+        ('digits', '/home/me/project/data/flowers')
+    """
+    if not isinstance(data, str) or not data.strip():
+        return data
+    from vision.registry import DATASETS
+
+    if data in DATASETS or not os.path.exists(os.path.expanduser(data)):
+        return data
+    return os.path.abspath(os.path.expanduser(data))
+
+
+def check_resume_epochs(epochs: int, state: Mapping[str, Any], run: str | os.PathLike[str]) -> str | None:
+    """What is left to train when the run folder ``run`` resumes from its checkpoint ``state`` with ``epochs``.
+
+    Returns:
+        ``None`` when epochs are left; the one line to say when the run has finished its own epochs and ``epochs``
+        asks for no more (nothing to resume: e.g. a run killed after its last save, resumed as a killed run is).
+
+    Raises:
+        ArgumentError: ``epochs=`` lowered to or below the epochs the checkpoint has completed, naming the
+            ``epochs=`` that would train on.
+    """
+    done = int(state["epoch"])
+    if epochs > done:
+        return None
+    more, counted = f"give epochs={done + 1} or more to train it further", f"{done} epoch{'s' * (done != 1)}"
+    if epochs == int((state.get("args") or {}).get("epochs", -1)):
+        return f"{run} has finished its {counted}: nothing to resume; {more}"
+    if epochs < done:
+        raise ArgumentError(f"epochs={epochs} is fewer than the {counted} {run} has done; {more}")
+    raise ArgumentError(f"epochs={epochs}: {run} has done {counted} already, nothing is left to train; {more}")
 
 
 def _checked(args: dict[str, Any], defaults: dict[str, Any], task_schema: dict[str, Rule] | None = None) -> dict:

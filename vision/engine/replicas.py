@@ -41,8 +41,17 @@ from torch.utils.data import DataLoader
 
 from vision.engine._rng import capture_rng, restore_rng
 from vision.engine.task import Task
+from vision.utils.keys import ArgumentError
 
-__all__ = ["CpuReplicas", "cut_tensors", "draws_random_numbers", "make_replicas", "plan_parts"]
+__all__ = [
+    "CpuReplicas",
+    "batch_norm_starved",
+    "cut_tensors",
+    "draws_random_numbers",
+    "make_replicas",
+    "plan_parts",
+    "refuse_one_image_steps",
+]
 
 #: images each part keeps at least (batch norm over fewer is noisy)
 MIN_PART_IMAGES = 4
@@ -78,6 +87,80 @@ def draws_random_numbers(model: nn.Module, task: Task, batch: Any) -> bool:
     after = random.getstate(), np.random.get_state(), torch.get_rng_state()
     same_numpy = all(np.array_equal(x, y) for x, y in zip(before[1][1:3], after[1][1:3]))
     return before[0] != after[0] or not same_numpy or not torch.equal(before[2], after[2])
+
+
+class _StarvedError(Exception):
+    """Stops the probe of :func:`batch_norm_starved` at the first layer that would fail."""
+
+
+def batch_norm_starved(model: nn.Module, task: Task, batch: Any) -> str | None:
+    """The name of the first batch-norm layer to which ``task.compute_loss`` of ``batch`` on a training-mode copy of
+    ``model`` gives one value per channel (PyTorch then stops training: "Expected more than 1 value per channel when
+    training"), or ``None``. ``model`` is not touched; the caller keeps the random states. ``SyncBatchNorm`` is
+    left out (it counts the values of every process).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.BatchNorm2d(4))  # doctest: +SKIP
+        >>> batch_norm_starved(net, task, one_image_batch)  # doctest: +SKIP
+        '2'
+    """
+
+    def norms(net: nn.Module) -> dict[nn.Module, str]:
+        return {m: name or type(m).__name__ for name, m in net.named_modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)}  # fmt: skip
+
+    if not norms(model):
+        return None
+    probe = copy.deepcopy(model).train()
+    names, found = norms(probe), []
+
+    def check(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        x = inputs[0] if inputs else None
+        if isinstance(x, Tensor) and x.dim() >= 2 and x.numel() <= x.shape[1]:
+            found.append(names[module])
+            raise _StarvedError
+
+    handles = [m.register_forward_pre_hook(check) for m in names]
+    try:
+        task.compute_loss(probe, batch)
+    except _StarvedError:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found[0] if found else None
+
+
+def _first_batch(loader: DataLoader, task: Task, device: torch.device, size: int) -> Any:
+    """The loader's first ``size`` images of epoch 0, collated and prepared for training."""
+    data = loader.dataset
+    items = [data[i] for i in range(min(len(data), size))]  # type: ignore[arg-type]
+    return task.prepare_batch(loader.collate_fn(items), device, train=True)
+
+
+def refuse_one_image_steps(
+    model: nn.Module, task: Task, *, loader: DataLoader, device: torch.device, batch: int, world_size: int
+) -> None:
+    """Refuse, before training starts, a training step of one image (``batch`` over ``world_size`` processes) for
+    a model whose batch norm would get one value per channel from it (:func:`batch_norm_starved`). Only a step of one
+    image is probed; the loader drops a last incomplete batch, so every step has the full batch.
+
+    Raises:
+        ArgumentError: naming ``batch=``, the layer and the smallest ``batch=`` that works.
+    """
+    if loader.batch_size != 1:
+        return
+    state = capture_rng()
+    try:
+        layer = batch_norm_starved(model, task, _first_batch(loader, task, device, 1))
+    finally:
+        restore_rng(state)
+    if layer is not None:
+        each = f" over {world_size} processes" if world_size > 1 else ""
+        raise ArgumentError(
+            f"batch={batch}{each} makes training steps of 1 image, which give the batch-norm layer {layer} one value "
+            f"per channel: it cannot train on that; give batch={2 * world_size} or more"
+        )
 
 
 class CpuReplicas:
@@ -189,13 +272,22 @@ def make_replicas(
         return None
     state = capture_rng()
     try:
-        data = loader.dataset
-        items = [data[i] for i in range(min(len(data), local_batch))]  # type: ignore[arg-type]
-        batch = task.prepare_batch(loader.collate_fn(items), device, train=True)
-        cuts = task.cut_batch(batch, parts) is not None
+        batch = _first_batch(loader, task, device, local_batch)
+        cut = task.cut_batch(batch, parts)
+        cuts = cut is not None
         draws = cuts and draws_random_numbers(model, task, batch)
+        starved = (
+            cut is not None and not draws and local_batch // parts == 1 and batch_norm_starved(model, task, cut[0])
+        )
     finally:
         restore_rng(state)
+    if starved:  # a part of one image: the batch norm of each part would get one value per channel
+        fits = max(k for k in range(1, local_batch + 1) if local_batch % k == 0 and local_batch // k >= 2)
+        raise ArgumentError(
+            f"cpu_replicas={requested} cuts each step's {local_batch} images into parts of 1 image, which give the "
+            f"batch-norm layer {starved} one value per channel: it cannot train on that; give cpu_replicas={fits} or "
+            f"fewer (parts of 2 images or more), or batch={2 * parts} or more"
+        )
     if not cuts:
         why = f"the {task.name} task's batches cannot be cut into parts"
     elif draws:

@@ -26,18 +26,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from vision.engine import distributed as D
+from vision.engine._loaders import build_loaders
 from vision.engine._nan_guard import NanGuard, NonFiniteLossError
-from vision.engine._parts import (
-    LossModule,
-    amp_dtype,
-    cpu_workers,
-    freeze_parameters,
-    seed_everything,
-    single_threaded_worker,
-)
+from vision.engine._parts import LossModule, amp_dtype, freeze_parameters, seed_everything
 from vision.engine.checkpoint import (
     capture_rng,
     load_resume_state,
@@ -47,12 +40,13 @@ from vision.engine.checkpoint import (
     restore_views,
     write_checkpoint,
 )
+from vision.engine.config import check_resume_epochs
 from vision.engine.optim import build_optimizer, build_scheduler
-from vision.engine.replicas import make_replicas
-from vision.engine.reporting import MetricsLogger, closing_lines, data_summary, format_table, is_better, plot_curves
-from vision.engine.sampler import EpochSampler, SeededDataset, training_subset
+from vision.engine.replicas import make_replicas, refuse_one_image_steps
+from vision.engine.reporting import MetricsLogger, closing_lines, format_table, is_better, plot_curves
 from vision.engine.task import Task, get_task
 from vision.utils import increment_dir, pick_device, save_yaml
+from vision.utils.keys import ArgumentError
 from vision.utils.pruning import reshape_to_state
 
 __all__ = ["NonFiniteLossError", "Trainer"]
@@ -74,15 +68,27 @@ class Trainer:
         self.resume_state: dict[str, Any] | None = None
         self._resume_file: Path | None = None
         self._partial: tuple[dict[str, Any], int] = ({}, 0)  # loss sums and steps of the epoch so far (for resume)
+        self._finished: str | None = None  # a resumed run with nothing left to train: the line that says so
         if self.args.get("resume"):
             self._prepare_resume(str(self.args["resume"]))
 
     # ------------------------------------------------------------------------------------------------ set-up
     def _prepare_resume(self, target: str) -> None:
         # only complete checkpoint units; a run stopped before its first save finished starts again from epoch 1
-        log = print if int(os.environ.get("RANK", "0")) == 0 else None
-        self.run_dir, self._resume_file = locate_resume(target, log=log, pruned=self.args.get("pruned"))
-        self.resume_state = load_resume_state(self._resume_file) if self._resume_file else None
+        notes: list[str] = []
+        try:
+            self.run_dir, self._resume_file = locate_resume(target, log=notes.append, pruned=self.args.get("pruned"))
+            self.resume_state = load_resume_state(self._resume_file) if self._resume_file else None
+            if self.resume_state is not None:  # before anything is written: a finished run is left as it is
+                self._finished = check_resume_epochs(int(self.args["epochs"]), self.resume_state, self.run_dir)
+                if self._finished:
+                    notes.clear()  # one line says it
+        except ArgumentError:
+            notes.clear()  # nothing resumes: the one error line says why
+            raise
+        finally:
+            for note in notes if int(os.environ.get("RANK", "0")) == 0 else ():
+                print(note, flush=True)
 
     def _setup_device(self) -> None:
         device = pick_device(self.args["device"])
@@ -106,44 +112,15 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def _build_loaders(self) -> None:
-        train_ds, val_ds = self.task.build_datasets()
-        for split, ds in (("train", train_ds), ("val", val_ds)):  # what the data checks kept and dropped
-            if (line := data_summary(ds)) is not None:
-                self._print(f"data {split}: {line}")
-        seed = int(self.args["seed"])
-        train_ds = training_subset(train_ds, float(self.args["fraction"]), seed=seed)  # quick experiments, tests
-        self.train_set = SeededDataset(train_ds, seed=seed)
-        batch = int(self.args["batch"])
-        world = self.dist.world_size
-        if batch % world:
-            raise ValueError(f"batch={batch} (global) is not divisible by the {world} processes")
-        self.local_batch = batch // world
-        self.sampler = EpochSampler(
-            len(self.train_set),
-            shuffle=True,
-            seed=seed,
-            rank=self.dist.rank,
-            world_size=world,
-            batch_size=self.local_batch,
-            drop_last=True,
+        # each loader draws its workers' seeds from its own generator, seeded per epoch (vision.engine._loaders)
+        self.loaders = build_loaders(self.task, self.args, rank=self.dist.rank, world_size=self.dist.world_size,
+                                     device=self.device, log=self._print)  # fmt: skip
+        self.train_set, self.sampler, self.local_batch = (
+            self.loaders.train_set,
+            self.loaders.sampler,
+            self.loaders.local_batch,
         )
-        workers = cpu_workers(int(self.args["workers"]), self.device, self._print)
-        common = {
-            "num_workers": workers,
-            "collate_fn": self.task.collate_fn(),
-            "pin_memory": self.device.type == "cuda",
-            "worker_init_fn": single_threaded_worker if workers else None,
-        }
-        self.train_loader = DataLoader(
-            self.train_set, batch_size=self.local_batch, sampler=self.sampler, drop_last=True,
-            **{**common, "collate_fn": self.task.train_collate_fn(self.device, workers)},
-        )  # fmt: skip
-        self.val_loader = None
-        if val_ds is not None and len(val_ds) > 0:
-            indices = list(range(self.dist.rank, len(val_ds), world))
-            self.val_loader = DataLoader(
-                torch.utils.data.Subset(val_ds, indices), batch_size=self.local_batch, shuffle=False, **common
-            )
+        self.train_loader, self.val_loader = self.loaders.train, self.loaders.val
 
     def _build_model(self) -> None:
         model = self.task.build_model()
@@ -327,6 +304,7 @@ class Trainer:
         self.task.on_epoch_start(epoch, self.model)
         self.sampler.set_epoch(epoch, start_batch=start_batch)
         self.train_set.set_epoch(epoch)
+        self.loaders.seed_epoch(epoch)  # the loaders' draws never touch the random state a checkpoint restores
         accumulate = int(self.args["accumulate"])
         total_batches = self.sampler.batches_per_epoch()
         # a resumed epoch's means include the steps before the interruption (kept in the checkpoint)
@@ -403,6 +381,12 @@ class Trainer:
 
     def fit(self) -> Path:
         """Train; returns the run folder. The last line printed names it."""
+        if self._finished is not None:  # resumed with nothing to train (e.g. killed after its last save)
+            if int(os.environ.get("RANK", "0")) == 0:
+                if self._resume_file is not None:
+                    restore_views(self._resume_file)  # a kill while placing last/best views: placed now
+                print(self._finished, flush=True)
+            return self.run_dir
         self._setup_device()
         if self.resume_state is None:
             seed_everything(int(self.args["seed"]))
@@ -433,6 +417,9 @@ class Trainer:
             self.model, self.task, requested=self.args["cpu_replicas"], local_batch=self.local_batch, log=self._print,
             single_cpu_process=self.device.type == "cpu" and not self.dist.enabled, loader=self.train_loader,
             plain_step=not self.manual and not self.args["compile"], device=self.device)  # fmt: skip
+        if self.replicas is None and not self.manual:  # batch norm cannot train on steps of one image
+            refuse_one_image_steps(self.model, self.task, loader=self.train_loader, device=self.device,
+                                   batch=int(self.args["batch"]), world_size=self.dist.world_size)  # fmt: skip
         self._make_run_dir()  # only once data and model are built: a failed start leaves no run folder
         self.step, self.best, self.best_epoch, self.skipped_steps = 0, None, -1, 0
         self.guard = NanGuard(

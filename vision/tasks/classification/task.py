@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,7 +22,7 @@ from vision.tasks._data import folder_splits, registered_split, split_datasets
 from vision.tasks._distill import DISTILL_KEYS, check_teacher_classes, refuse_distill_without_teacher
 from vision.tasks.classification.infer import CLASSIFICATION_KEYS, infer_classification
 from vision.tasks.classification.metrics import classification_metrics
-from vision.utils.keys import ArgumentError, check_section, number
+from vision.utils.keys import ArgumentError, check_section, number, one_of
 from vision.utils.parallel import split_batch
 
 __all__ = ["ClassificationTask"]
@@ -66,6 +67,7 @@ class ClassificationTask(Task):
         "std": [0.229, 0.224, 0.225],
         "augment": {"name": "classification_train", "scale": [0.5, 1.0], "hflip": 0.5, "color_jitter": 0.3},
         "head_init_std": 0.01,  # fine-tuning (pretrained weights=, new head): the head starts this small
+        "cache": "none",  # ram: an image folder's images decoded once (ImageFolder.cache_images)
         "teacher": "",
         "distill": dict(DISTILL_KEYS),
     }
@@ -73,6 +75,7 @@ class ClassificationTask(Task):
         "val_fraction": number(0.0, 0.99),
         "label_smoothing": number(0.0, 0.99),
         "head_init_std": number(0.0, lo_open=True),
+        "cache": one_of("none", "ram"),
     }
 
     def __init__(self, args: dict[str, Any]) -> None:
@@ -120,6 +123,8 @@ class ClassificationTask(Task):
             self.classes = list(train.classes)
             if val is None or len(val) == 0:
                 self.say_no_validation(f"data={data} has no validation images")
+            if self.args.get("cache") == "ram":
+                self.say(f"cache=ram: data={data} is not read from image files; nothing to cache")
             return train, val
         root = Path(data)
         if not root.is_dir():
@@ -134,6 +139,7 @@ class ClassificationTask(Task):
             if val.classes != train.classes:
                 raise ValueError(f"{val_root} has classes {val.classes}, {root} has {train.classes}")
             self.classes = list(train.classes)
+            self._cache_in_ram((train, None), (val, None))
             return train, val
         full_train = ImageFolder(root, transform=train_t)
         full_val = ImageFolder(root, transform=val_t)
@@ -147,7 +153,26 @@ class ClassificationTask(Task):
         elif root.name == "train":
             self.say(f"data={data}: no val/ folder: val_fraction={fraction:g} of {root} ({n_val} images) held out "
                      "for validation")  # fmt: skip
-        return Subset(full_train, sorted(order[n_val:].tolist())), Subset(full_val, sorted(order[:n_val].tolist()))
+        train_idx, val_idx = sorted(order[n_val:].tolist()), sorted(order[:n_val].tolist())
+        self._cache_in_ram((full_train, train_idx), (full_val, val_idx))  # each image once, in the split it is in
+        return Subset(full_train, train_idx), Subset(full_val, val_idx)
+
+    def _cache_in_ram(self, *splits: tuple[Any, list[int] | None]) -> None:
+        """``cache=ram``: decode the images of each ``(ImageFolder, indices)`` once (``None``: all of them); one line
+        says what is held, a warning line names a split that does not fit (read from its files as without)."""
+        if self.args.get("cache") != "ram":
+            return
+        start, held, count = time.perf_counter(), 0, 0
+        for folder, indices in splits:
+            try:
+                held += folder.cache_images(indices)
+            except MemoryError as err:
+                self.say(f"warning: {err}; the images of {folder.root} are read from their files instead")
+                continue
+            count += len(folder) if indices is None else len(indices)
+        if count:
+            self.say(f"cache=ram: {count} images decoded in {time.perf_counter() - start:.1f} s, "
+                     f"{held / 2**20:.0f} MiB held")  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------------ model
     def build_model(self) -> nn.Module:
