@@ -99,14 +99,22 @@ class Remote:
 
 
 def alternate(
-    fns: Mapping[str, Callable[[], Any] | Remote], *, warmup: int, iters: int, sync: Callable[[], None] = lambda: None
+    fns: Mapping[str, Callable[[], Any] | Remote],
+    *,
+    warmup: int,
+    iters: int,
+    sync: Callable[[], None] = lambda: None,
+    pause: float = 0.0,
 ) -> dict[str, float]:
     """Median seconds per call of each function, called in turn (one call each per round, the order reversed every
     other round), so that a load change on a shared machine hits all alike. ``sync`` runs before and after each
-    timed call (e.g. ``torch.cuda.synchronize``); a :class:`Remote` times itself in its process."""
+    timed call (e.g. ``torch.cuda.synchronize``); a :class:`Remote` times itself in its process. ``pause`` seconds
+    pass before each call of a :class:`Remote`, so that its process starts on a machine the previous side has left
+    idle (as a user's only process would), not in the CPU-time window of that side's call."""
 
     def timed(fn: Callable[[], Any] | Remote) -> float:
         if isinstance(fn, Remote):
+            time.sleep(pause)
             return fn.timed()
         sync()
         t0 = time.perf_counter()

@@ -67,6 +67,12 @@ def _sides(size: str, batch: int, imgsz: int, args: Any, peer: bool) -> dict[str
     return {side: Remote("_yolo_sides", fn, kwargs, threads=args.threads, **_process_of(side)) for side, fn in names}
 
 
+#: seconds between two sides' calls in their own processes: our fitted thread count reads the CPU time other
+#: processes used over the last quarter second (vision.utils.parallel), which would otherwise count the other side's
+#: call as a busy neighbour on an idle machine
+_PAUSE = 0.4
+
+
 def _process_of(side: str) -> dict[str, Any]:
     """How a side's own process starts: ours imports vision first (its OpenMP and heap settings, as for a user);
     ultralytics' environment is this one without what importing vision added to it."""
@@ -74,7 +80,8 @@ def _process_of(side: str) -> dict[str, Any]:
         return {"first": ("vision",), "env": None}
     env = dict(os.environ)
     if vision._openmp.SET_HERE:
-        env.pop("OMP_WAIT_POLICY", None)
+        for key in vision._openmp.SETTINGS:
+            env.pop(key, None)
     return {"first": (), "env": env}
 
 
@@ -86,7 +93,7 @@ def inference(size: str, args: Any, device: torch.device, peer: bool) -> None:
         for contended in (False, True) if args.contend else (False,):
             before = load()
             with contention(args.contend_procs) if contended else contextlib.nullcontext():
-                med = alternate(fns, warmup=args.warmup, iters=args.iters, sync=_sync(device))
+                med = alternate(fns, warmup=args.warmup, iters=args.iters, sync=_sync(device), pause=_PAUSE)
             tag = f"yolo_{size} b{batch} {imgsz}px{' contended' if contended else ''}"
             ours, theirs = med["ours"], med.get("ultralytics")
             line = f"{tag:<34} ms/batch ours {ours * 1e3:8.1f}  img/s {batch / ours:7.1f}"

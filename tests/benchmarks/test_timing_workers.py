@@ -21,8 +21,8 @@ import os, sys, time
 
 def report():
     import torch
-    return {"pid": os.getpid(), "omp": os.environ.get("OMP_WAIT_POLICY"), "threads": torch.get_num_threads(),
-            "vision": "vision" in sys.modules}
+    return {"pid": os.getpid(), "omp": os.environ.get("OMP_WAIT_POLICY"), "spin": os.environ.get("GOMP_SPINCOUNT"),
+            "threads": torch.get_num_threads(), "vision": "vision" in sys.modules}
 
 def sleeper(seconds):
     return lambda: time.sleep(seconds)
@@ -35,7 +35,7 @@ def broken():
 @pytest.fixture
 def probe_env(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "probe.py").write_text(textwrap.dedent(PROBE))
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT), env.get("PYTHONPATH", "")])
     return env
 
@@ -43,9 +43,12 @@ def probe_env(tmp_path: Path) -> dict[str, str]:
 def test_a_side_runs_in_its_own_process_with_its_environment_imports_and_threads(probe_env):
     plain = call_in_process("probe", "report", {}, threads=1, env=probe_env)
     assert plain["pid"] != os.getpid()
-    assert plain == {"pid": plain["pid"], "omp": None, "threads": 1, "vision": False}
+    assert plain == {"pid": plain["pid"], "omp": None, "spin": None, "threads": 1, "vision": False}
     ours = call_in_process("probe", "report", {}, threads=2, first=("vision",), env=probe_env)
-    assert ours["omp"] == "PASSIVE" and ours["vision"] and ours["threads"] == 2
+    assert ours["omp"] == "PASSIVE" and ours["spin"] == "3000" and ours["vision"] and ours["threads"] == 2
+    own = {**probe_env, "GOMP_SPINCOUNT": "7"}
+    mine = call_in_process("probe", "report", {}, threads=1, first=("vision",), env=own)
+    assert mine["omp"] is None and mine["spin"] == "7"  # a user's own setting: vision sets neither
 
 
 def test_remote_calls_are_timed_in_the_worker_and_alternate_with_local_ones(probe_env):
@@ -77,6 +80,6 @@ def test_yolo_benchmark_starts_the_peer_without_visions_openmp_setting():
     assert ours == {"first": ("vision",), "env": None}
     assert peer["first"] == ()
     if vision._openmp.SET_HERE:
-        assert "OMP_WAIT_POLICY" not in peer["env"]
+        assert not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(peer["env"])
     else:  # the user's own setting is kept for both
-        assert peer["env"]["OMP_WAIT_POLICY"] == os.environ["OMP_WAIT_POLICY"]
+        assert all(peer["env"].get(k) == os.environ.get(k) for k in vision._openmp.SETTINGS)
