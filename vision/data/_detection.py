@@ -194,13 +194,8 @@ class FileDetectionDataset(BadSampleMixin, Dataset):
         Returns:
             Bytes held. An image that cannot be decoded is not cached: loading it later reports it as usual.
         """
-        need = sum(max(r.width, 1) * max(r.height, 1) * 3 for r in self.records)
-        free = available_memory()
-        if free is not None and need > max_fraction * free:
-            raise MemoryError(
-                f"cache=ram: the {len(self.records)} images need ~{need / 2**20:.0f} MiB, more than "
-                f"{max_fraction:.0%} of the {free / 2**20:.0f} MiB available"
-            )
+        check_cache_fits(sum(max(r.width, 1) * max(r.height, 1) * 3 for r in self.records), len(self.records),
+                         max_fraction)  # fmt: skip
 
         def decode(record: ImageRecord) -> np.ndarray | None:
             try:
@@ -250,6 +245,17 @@ def available_memory() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def check_cache_fits(need: int, count: int, max_fraction: float) -> None:
+    """Refuse with ``MemoryError`` a ``cache=ram`` of ``count`` images taking ``need`` bytes when that exceeds
+    ``max_fraction`` of :func:`available_memory` (nothing is refused where it is unknown)."""
+    free = available_memory()
+    if free is not None and need > max_fraction * free:
+        raise MemoryError(
+            f"cache=ram: the {count} images need ~{need / 2**20:.0f} MiB, more than "
+            f"{max_fraction:.0%} of the {free / 2**20:.0f} MiB available"
+        )
 
 
 def file_problem(path: str) -> str | None:

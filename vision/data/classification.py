@@ -128,16 +128,10 @@ class ImageFolder(BadSampleMixin, Dataset):
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        from vision.data._detection import available_memory
+        from vision.data._detection import check_cache_fits
 
         chosen = sorted(set(range(len(self.samples)) if indices is None else (int(i) for i in indices)))
-        need = sum(_header_pixels(self.samples[i][0]) * 3 for i in chosen)
-        free = available_memory()
-        if free is not None and need > max_fraction * free:
-            raise MemoryError(
-                f"cache=ram: the {len(chosen)} images need ~{need / 2**20:.0f} MiB, more than "
-                f"{max_fraction:.0%} of the {free / 2**20:.0f} MiB available"
-            )
+        check_cache_fits(sum(_header_pixels(self.samples[i][0]) * 3 for i in chosen), len(chosen), max_fraction)
 
         def decode(i: int) -> np.ndarray | None:
             try:
